@@ -1,0 +1,1 @@
+"""Datasets, face crops, augmentation and the LightningDataModule."""
