@@ -1,0 +1,182 @@
+"""Face crops and training augmentation.
+
+Pixel convention: 0-based coordinates with the centre of pixel ``i`` at ``i``; an image of width
+``W`` spans ``[-0.5, W - 0.5]``. OpenCV's ``warpAffine`` uses the same convention, so a point
+``p`` maps to ``M @ [p, 1]`` exactly when the image is warped by ``M``.
+
+A face is cropped once into a square *context crop* of ``context_size`` pixels whose central
+``input_size`` pixels are the network input; the context lets rotations and shifts bring real
+image content into view instead of empty borders. Training samples are then drawn from the
+context crop: optional horizontal flip with landmark re-indexing, an albumentations affine
+(rotation, scale, shift) about the crop centre, a centre crop to the input size and colour jitter.
+"""
+
+from __future__ import annotations
+
+import albumentations as A
+import cv2
+import numpy as np
+
+
+def crop_matrix(box: np.ndarray, crop_scale: float, out_size: int) -> np.ndarray:
+    """Affine ``(2, 3)`` matrix mapping image pixels to a square crop around a face box.
+
+    The crop is centred on the box centre, its side is ``crop_scale * max(box w, box h)`` image
+    pixels and it is resampled to ``out_size`` pixels.
+
+    Args:
+        box: ``(4,)`` ``(x0, y0, x1, y1)`` in image pixels.
+        crop_scale: crop side as a multiple of the longer box side.
+        out_size: side of the output crop in pixels.
+    """
+    x0, y0, x1, y1 = (float(v) for v in box)
+    side = crop_scale * max(x1 - x0, y1 - y0)
+    if not side > 0:
+        raise ValueError(f"face box {tuple(box)} has no extent")
+    scale = out_size / side
+    centre_x, centre_y = (x0 + x1) / 2.0, (y0 + y1) / 2.0
+    # The crop's left edge (centre_x - side/2) maps to the output's left edge at -0.5.
+    return np.array(
+        [
+            [scale, 0.0, (out_size - 1) / 2.0 - scale * centre_x],
+            [0.0, scale, (out_size - 1) / 2.0 - scale * centre_y],
+        ],
+        dtype=np.float64,
+    )
+
+
+def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Apply an affine ``(2, 3)`` matrix to ``(L, 2)`` points; returns float32 ``(L, 2)``."""
+    return (points @ matrix[:, :2].T + matrix[:, 2]).astype(np.float32)
+
+
+def warp_crop(image: np.ndarray, matrix: np.ndarray, out_size: int) -> np.ndarray:
+    """Resample ``image`` ``(H, W, 3)`` uint8 through ``matrix`` into ``(out_size, out_size, 3)``."""
+    return cv2.warpAffine(
+        image,
+        matrix,
+        (out_size, out_size),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(0, 0, 0),
+    )
+
+
+def horizontal_flip(
+    image: np.ndarray,
+    landmarks: np.ndarray,
+    visibility: np.ndarray,
+    flip_permutation: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mirror a face left-right and re-index its landmarks.
+
+    Args:
+        image: ``(H, W, 3)`` array.
+        landmarks: ``(L, 2)`` pixels.
+        visibility: ``(L,)`` mask.
+        flip_permutation: ``(L,)``; flipped point ``i`` is original point ``flip_permutation[i]``.
+
+    Returns:
+        The mirrored image, landmarks (``x -> W - 1 - x``) and visibility.
+    """
+    width = image.shape[1]
+    flipped = landmarks[flip_permutation].copy()
+    flipped[:, 0] = (width - 1) - flipped[:, 0]
+    return np.ascontiguousarray(image[:, ::-1]), flipped, visibility[flip_permutation]
+
+
+def centre_crop_offset(context_size: int, input_size: int) -> int:
+    """Pixel offset of the central ``input_size`` window in a ``context_size`` crop."""
+    if (context_size - input_size) % 2 or context_size < input_size:
+        raise ValueError(
+            f"context crop of {context_size} px cannot be centre-cropped to {input_size} px"
+        )
+    return (context_size - input_size) // 2
+
+
+class TrainAugmentation:
+    """Random flip, affine and colour augmentation of context crops (albumentations).
+
+    Args:
+        input_size: network input side in pixels.
+        context_size: side of the context crops it receives.
+        flip_permutation: ``(L,)`` landmark re-indexing for horizontal flips.
+        rotate: maximum in-plane rotation in degrees (uniform in ``[-rotate, rotate]``).
+        scale: maximum relative scale change (uniform in ``[1 - scale, 1 + scale]``).
+        shift: maximum box shift as a fraction of the input size, per axis.
+        flip_prob: probability of a horizontal flip.
+        brightness, contrast, saturation: colour jitter strengths (0 disables).
+        hue: hue jitter in ``[0, 0.5]``.
+        blur_prob: probability of a Gaussian blur (kernel 3–5 px).
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        context_size: int,
+        flip_permutation: np.ndarray,
+        rotate: float = 30.0,
+        scale: float = 0.1,
+        shift: float = 0.05,
+        flip_prob: float = 0.5,
+        brightness: float = 0.3,
+        contrast: float = 0.3,
+        saturation: float = 0.3,
+        hue: float = 0.05,
+        blur_prob: float = 0.1,
+    ) -> None:
+        for key, value in {"rotate": rotate, "scale": scale, "shift": shift}.items():
+            if value < 0:
+                raise ValueError(f"augment.{key} must be >= 0, got {value}")
+        if not 0.0 <= flip_prob <= 1.0:
+            raise ValueError(f"augment.flip_prob must be in [0, 1], got {flip_prob}")
+        if scale >= 1.0:
+            raise ValueError(f"augment.scale must be < 1, got {scale}")
+        centre_crop_offset(context_size, input_size)  # validates the sizes
+        self.flip_permutation = np.asarray(flip_permutation, dtype=np.int64)
+        self.flip_prob = flip_prob
+        self._rng = np.random.default_rng()
+        shift_fraction = shift * input_size / context_size
+        self.compose = A.Compose(
+            [
+                A.Affine(
+                    scale=(1.0 - scale, 1.0 + scale),
+                    translate_percent=(-shift_fraction, shift_fraction),
+                    rotate=(-rotate, rotate),
+                    interpolation=cv2.INTER_LINEAR,
+                    border_mode=cv2.BORDER_CONSTANT,
+                    fill=0,
+                    p=1.0,
+                ),
+                A.CenterCrop(input_size, input_size),
+                A.ColorJitter(
+                    brightness=brightness,
+                    contrast=contrast,
+                    saturation=saturation,
+                    hue=hue,
+                    p=1.0 if max(brightness, contrast, saturation, hue) > 0 else 0.0,
+                ),
+                A.GaussianBlur(blur_limit=(3, 5), p=blur_prob),
+            ],
+            keypoint_params=A.KeypointParams(format="xy", remove_invisible=False),
+        )
+
+    def reseed(self, seed: int) -> None:
+        """Reseed the flip and albumentations generators (call once per data-loader worker)."""
+        self._rng = np.random.default_rng(seed)
+        self.compose.set_random_seed(seed)
+
+    def __call__(
+        self, image: np.ndarray, landmarks: np.ndarray, visibility: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Augment one ``(C, C, 3)`` uint8 context crop with ``(L, 2)`` landmarks in its pixels.
+
+        Returns the ``(S, S, 3)`` input image, its ``(L, 2)`` float32 landmarks and ``(L,)``
+        visibility.
+        """
+        if self._rng.random() < self.flip_prob:
+            image, landmarks, visibility = horizontal_flip(
+                image, landmarks, visibility, self.flip_permutation
+            )
+        out = self.compose(image=image, keypoints=landmarks)
+        return out["image"], np.asarray(out["keypoints"], dtype=np.float32), visibility

@@ -1,0 +1,1 @@
+"""Landmark regression networks."""

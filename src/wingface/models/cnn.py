@@ -1,0 +1,73 @@
+"""Plain CNN regressors of the Wing loss paper: CNN-6 (64 px) and CNN-7 (128 px)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+class LandmarkCNN(nn.Module):
+    """A stack of ``conv3x3 → [BN] → ReLU → maxpool2x2`` blocks, then ``FC → ReLU → FC(2L)``.
+
+    With ``channels = (32, 64, 128, 256, 512)``, ``input_size = 64`` and no batch norm this is the
+    paper's CNN-6. The output is in pixels of the network input: the last layer predicts offsets
+    in units of the input size from the input centre, so a zero output is the image centre.
+
+    Args:
+        num_points: number of landmarks ``L``.
+        input_size: side of the square input in pixels; must be divisible by ``2**len(channels)``.
+        channels: output channels of the conv blocks.
+        fc_dim: width of the hidden fully connected layer.
+        batch_norm: add BatchNorm after each convolution (not in the paper).
+        dropout: dropout probability before the output layer (0 disables it).
+
+    Shapes:
+        input ``(B, 3, input_size, input_size)`` float, output ``(B, L, 2)`` pixels.
+    """
+
+    def __init__(
+        self,
+        num_points: int,
+        input_size: int,
+        channels: Sequence[int],
+        fc_dim: int = 1024,
+        batch_norm: bool = False,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        stride = 2 ** len(channels)
+        if input_size % stride:
+            raise ValueError(
+                f"model.input_size={input_size} must be divisible by "
+                f"2**len(model.channels)={stride}"
+            )
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"model.dropout must be in [0, 1), got {dropout}")
+        self.num_points = num_points
+        self.input_size = input_size
+        blocks: list[nn.Module] = []
+        in_channels = 3
+        for out_channels in channels:
+            blocks.append(nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=not batch_norm))
+            if batch_norm:
+                blocks.append(nn.BatchNorm2d(out_channels))
+            blocks += [nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            in_channels = out_channels
+        self.features = nn.Sequential(*blocks)
+        feature_side = input_size // stride
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(in_channels * feature_side * feature_side, fc_dim),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(fc_dim, 2 * num_points),
+        )
+        nn.init.zeros_(self.head[-1].weight)
+        nn.init.zeros_(self.head[-1].bias)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Map ``(B, 3, S, S)`` images to ``(B, L, 2)`` landmark pixels."""
+        offsets = self.head(self.features(images)).view(-1, self.num_points, 2)
+        return (offsets + 0.5) * self.input_size - 0.5
