@@ -51,7 +51,7 @@ def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
 
 
 def warp_crop(image: np.ndarray, matrix: np.ndarray, out_size: int) -> np.ndarray:
-    """Resample ``image`` ``(H, W, 3)`` uint8 through ``matrix`` into ``(out_size, out_size, 3)``."""
+    """Resample ``image`` ``(H, W, 3)`` uint8 through ``matrix`` into a square ``out_size`` crop."""
     return cv2.warpAffine(
         image,
         matrix,

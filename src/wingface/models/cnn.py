@@ -64,8 +64,17 @@ class LandmarkCNN(nn.Module):
             nn.Dropout(dropout),
             nn.Linear(fc_dim, 2 * num_points),
         )
+        self._initialise()
+
+    def _initialise(self) -> None:
+        """He initialisation for the ReLU layers (keeps activations at scale without batch norm);
+        the output layer starts at zero, so every landmark starts at the input centre."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d | nn.Linear):
+                nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
         nn.init.zeros_(self.head[-1].weight)
-        nn.init.zeros_(self.head[-1].bias)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Map ``(B, 3, S, S)`` images to ``(B, L, 2)`` landmark pixels."""

@@ -1,0 +1,153 @@
+"""The LightningDataModule: faces → context crops → (balanced, augmented) batches."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from wingface.data.balance import NoBalance
+from wingface.data.dataset import ContextCrops, FaceCropDataset
+from wingface.data.sources import FaceSource
+from wingface.data.transforms import TrainAugmentation
+from wingface.landmarks import get_scheme
+
+log = logging.getLogger(__name__)
+
+Balance = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+class FaceDataModule(L.LightningDataModule):
+    """Loads a face source, pre-crops every split once and serves uint8 image batches.
+
+    Batches are dicts: ``image`` ``(B, 3, S, S)`` uint8, ``landmarks`` ``(B, L, 2)`` float32 in
+    input pixels, ``visibility`` ``(B, L)`` float32, ``index`` ``(B,)``.
+
+    Args:
+        source: the dataset source (``data.source``).
+        scheme: landmark scheme name (``data.scheme``), e.g. ``"300w"``.
+        num_points: landmarks per face (``data.num_points``); checked against the data.
+        input_size: network input side in pixels (``model.input_size``).
+        crop_scale: crop side as a multiple of the longer face-box side.
+        context_scale: context crop side as a multiple of the input crop (room for augmentation).
+        batch_size: training batch size.
+        eval_batch_size: validation / test batch size.
+        num_workers: data-loader worker processes.
+        augment: builds the training augmentation from ``(input_size, context_size,
+            flip_permutation)``; None trains on un-augmented centre crops.
+        balance: returns each training face's repeat count from the training shapes.
+        pin_memory: pin host memory for faster transfers to an accelerator.
+    """
+
+    def __init__(
+        self,
+        source: FaceSource,
+        scheme: str,
+        num_points: int,
+        input_size: int,
+        crop_scale: float = 1.28,
+        context_scale: float = 1.25,
+        batch_size: int = 64,
+        eval_batch_size: int = 256,
+        num_workers: int = 2,
+        augment: Callable[..., TrainAugmentation] | None = None,
+        balance: Balance | None = None,
+        pin_memory: bool = True,
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.scheme = get_scheme(scheme)
+        if num_points != self.scheme.num_points:
+            raise ValueError(
+                f"data.num_points={num_points} does not match scheme {scheme!r} "
+                f"({self.scheme.num_points} points)"
+            )
+        if crop_scale <= 0:
+            raise ValueError(f"data.crop_scale must be > 0, got {crop_scale}")
+        self.num_points = num_points
+        self.input_size = input_size
+        self.crop_scale = crop_scale
+        self.context_scale = context_scale
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.augment = augment
+        self.balance = balance if balance is not None else NoBalance()
+        self.pin_memory = pin_memory
+        self.crops: dict[str, ContextCrops] = {}
+        self.train_repeats: np.ndarray | None = None
+
+    def _crops(self, split: str) -> ContextCrops:
+        if split not in self.crops:
+            faces = self.source.load(split)
+            if faces.num_points != self.num_points:
+                raise ValueError(
+                    f"{split} split has {faces.num_points} landmarks per face, "
+                    f"data.num_points expects {self.num_points}"
+                )
+            self.crops[split] = ContextCrops(
+                faces, self.input_size, self.crop_scale, self.context_scale
+            )
+            log.info("%s split: %d faces cropped", split, len(faces))
+        return self.crops[split]
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load and crop the splits the stage needs (the train split is always loaded)."""
+        train = self._crops("train")
+        if self.train_repeats is None:
+            repeats = np.asarray(
+                self.balance(train.landmarks, train.visibility, self.scheme.flip_array()),
+                dtype=np.int64,
+            )
+            if repeats.shape != (len(train),) or (repeats < 1).any():
+                raise ValueError("balance must return one repeat count >= 1 per training face")
+            self.train_repeats = repeats
+            log.info("training epoch: %d samples from %d faces", repeats.sum(), len(train))
+        if stage in (None, "fit", "validate"):
+            self._crops("val")
+        if stage in (None, "test", "predict"):
+            self._crops("test")
+
+    def train_mean_shape(self) -> torch.Tensor:
+        """``(L, 2)`` mean training shape in input pixels (un-augmented centre crops)."""
+        return torch.from_numpy(self._crops("train").input_landmarks().mean(axis=0))
+
+    def dataset(self, split: str) -> FaceCropDataset:
+        """The dataset of ``split``; the training split is augmented and balanced."""
+        crops = self._crops(split)
+        if split != "train":
+            return FaceCropDataset(crops, np.arange(len(crops)))
+        if self.train_repeats is None:
+            self.setup("fit")
+        indices = np.repeat(np.arange(len(crops)), self.train_repeats)
+        augment = None
+        if self.augment is not None:
+            augment = self.augment(
+                input_size=self.input_size,
+                context_size=crops.context_size,
+                flip_permutation=self.scheme.flip_array(),
+            )
+        return FaceCropDataset(crops, indices, augment)
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.dataset(split),
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.eval_batch_size, shuffle=False)

@@ -1,0 +1,161 @@
+"""Build a run from a composed config, train, test and re-evaluate."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.loggers import Logger, WandbLogger
+from omegaconf import DictConfig, OmegaConf
+
+from wingface.config import choose_wandb_mode
+from wingface.module import LandmarkModule
+
+log = logging.getLogger(__name__)
+
+
+def job_identity() -> tuple[str | None, str | None]:
+    """``(run name, group)`` for the current Hydra job.
+
+    A multirun job is named after its sub-folder (``<num>_<overrides>``) and grouped by the
+    sweep folder's name; a single run is named after its folder and has no group.
+    """
+    if not HydraConfig.initialized():
+        return None, None
+    hydra_cfg = HydraConfig.get()
+    output_dir = Path(hydra_cfg.runtime.output_dir)
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        return output_dir.name, Path(hydra_cfg.sweep.dir).name
+    return output_dir.name, None
+
+
+def build_loggers(cfg: DictConfig) -> list[Logger]:
+    """Instantiate every logger under ``cfg.logger`` (a mapping name → config, possibly empty)."""
+    loggers: list[Logger] = []
+    for name, logger_cfg in (cfg.get("logger") or {}).items():
+        if not isinstance(logger_cfg, DictConfig) or "_target_" not in logger_cfg:
+            raise ValueError(f"logger.{name} must be a config with a _target_")
+        if "WandbLogger" in logger_cfg._target_:
+            choose_wandb_mode()
+            run_name, group = job_identity()
+            overrides: dict[str, Any] = {}
+            if logger_cfg.get("name") is None:
+                overrides["name"] = run_name
+            if logger_cfg.get("group") is None:
+                overrides["group"] = group
+            loggers.append(instantiate(logger_cfg, **overrides))
+            continue
+        loggers.append(instantiate(logger_cfg))
+    return loggers
+
+
+def build_callbacks(cfg: DictConfig, with_logger: bool = True) -> list[L.Callback]:
+    """Instantiate every callback under ``cfg.callbacks``.
+
+    Without an experiment logger (``logger=none``) the learning-rate monitor, which can only
+    write to a logger, is left out.
+    """
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    if not with_logger:
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    return callbacks
+
+
+def build_module(cfg: DictConfig) -> LandmarkModule:
+    """The LightningModule of ``cfg``: ``model``, ``loss`` and ``optim`` groups."""
+    return LandmarkModule(
+        net=instantiate(cfg.model),
+        loss=instantiate(cfg.loss),
+        optimizer=instantiate(cfg.optim.optimizer),
+        scheduler=instantiate(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None,
+        scheme=cfg.data.scheme,
+    )
+
+
+def record_config(loggers: list[Logger], cfg: DictConfig) -> None:
+    """Send the resolved, flattened config to every logger."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(container, dict)
+    for logger in loggers:
+        logger.log_hyperparams(container)
+
+
+def finish_loggers(loggers: list[Logger]) -> None:
+    """Close W&B runs so that the next job of a multirun starts a fresh one."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            import wandb
+
+            if wandb.run is not None:
+                wandb.finish()
+
+
+def write_metrics(cfg: DictConfig, metrics: dict[str, float]) -> Path:
+    """Write ``metrics`` to ``<paths.output_dir>/metrics.json`` (read by reports and tests)."""
+    path = Path(cfg.paths.output_dir) / "metrics.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dict(sorted(metrics.items())), indent=2) + "\n")
+    return path
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit, then test the best checkpoint; returns every logged metric as a float."""
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    module = build_module(cfg)
+    loggers = build_loggers(cfg)
+    try:
+        trainer: L.Trainer = instantiate(
+            cfg.trainer, callbacks=build_callbacks(cfg, bool(loggers)), logger=loggers or False
+        )
+        record_config(loggers, cfg)
+        start = time.perf_counter()
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        fit_seconds = time.perf_counter() - start
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        if cfg.get("test"):
+            best = (
+                trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            )
+            if not best:
+                log.warning("no best checkpoint (e.g. fast_dev_run): testing the current weights")
+            trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
+            metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+            if best:
+                metrics_line = ", ".join(
+                    f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if k.startswith("test/")
+                )
+                log.info("best checkpoint %s: %s", best, metrics_line)
+        metrics["time/fit_seconds"] = fit_seconds
+        for logger in loggers:
+            logger.log_metrics({"time/fit_seconds": fit_seconds})
+        log.info("metrics written to %s", write_metrics(cfg, metrics))
+        return metrics
+    finally:
+        finish_loggers(loggers)
+
+
+def evaluate(run_cfg: DictConfig, ckpt_path: str) -> dict[str, float]:
+    """Test ``ckpt_path`` with the data and model of the run config ``run_cfg``."""
+    L.seed_everything(run_cfg.seed, workers=True)
+    datamodule = instantiate(run_cfg.data)
+    module = build_module(run_cfg)
+    loggers = build_loggers(run_cfg)
+    try:
+        trainer: L.Trainer = instantiate(
+            run_cfg.trainer, logger=loggers or False, callbacks=[], fast_dev_run=False
+        )
+        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        log.info("metrics written to %s", write_metrics(run_cfg, metrics))
+        return metrics
+    finally:
+        finish_loggers(loggers)

@@ -1,0 +1,107 @@
+"""Every config option composes and instantiates into working objects."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from wingface.data.datamodule import FaceDataModule
+from wingface.pipeline import build_callbacks, build_loggers, build_module
+
+LOSSES = ["l2", "l1", "smooth_l1", "wing", "rwing", "soft_wing"]
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_every_loss_builds_from_its_config(compose_train, loss: str) -> None:
+    cfg = compose_train(f"loss={loss}")
+    module = instantiate(cfg.loss)
+    pred = torch.zeros(2, 68, 2)
+    value = module(pred, pred + 3.0, torch.ones(2, 68))
+    assert value.dtype == torch.float32 and value.item() > 0
+
+
+def test_wing_overrides_reach_the_loss(compose_train) -> None:
+    cfg = compose_train("loss=wing", "loss.w=5", "loss.eps=0.5")
+    loss = instantiate(cfg.loss)
+    assert (loss.w, loss.eps) == (5.0, 0.5)
+
+
+@pytest.mark.parametrize("model,size", [("cnn6", 64), ("cnn7", 128)])
+def test_models_take_their_input_size(compose_train, model: str, size: int) -> None:
+    cfg = compose_train(f"model={model}")
+    net = instantiate(cfg.model)
+    assert cfg.data.input_size == size
+    out = net(torch.zeros(2, 3, size, size))
+    assert out.shape == (2, 68, 2)
+
+
+@pytest.mark.parametrize("trainer", ["default", "cpu", "gpu", "ddp"])
+def test_trainer_options_compose(compose_train, trainer: str) -> None:
+    cfg = compose_train(f"trainer={trainer}", "trainer.precision=bf16-mixed")
+    assert cfg.trainer.precision == "bf16-mixed"
+    assert cfg.trainer._target_.endswith("Trainer")
+
+
+def test_cpu_trainer_instantiates_with_mixed_precision(compose_train) -> None:
+    cfg = compose_train("trainer=cpu", "trainer.precision=bf16-mixed")
+    trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    assert "bf16" in str(trainer.precision)
+
+
+@pytest.mark.parametrize("logger,kind", [("wandb", "WandbLogger"), ("csv", "CSVLogger")])
+def test_logger_options_build(compose_train, logger: str, kind: str) -> None:
+    cfg = compose_train(f"logger={logger}")
+    loggers = build_loggers(cfg)
+    assert [type(x).__name__ for x in loggers] == [kind]
+
+
+def test_logger_none_builds_nothing(compose_train) -> None:
+    cfg = compose_train("logger=none")
+    assert build_loggers(cfg) == []
+
+
+@pytest.mark.parametrize("optim", ["adam_onecycle", "sgd_paper"])
+def test_optim_options_build_optimizer_and_schedule(compose_train, optim: str) -> None:
+    cfg = compose_train(f"optim={optim}")
+    module = build_module(cfg)
+    optimizer = instantiate(cfg.optim.optimizer)(params=module.parameters())
+    scheduler = instantiate(cfg.optim.scheduler)(optimizer=optimizer, total_steps=100)
+    lrs = []
+    for _ in range(100):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert max(lrs) == pytest.approx(cfg.optim.optimizer.lr, rel=1e-3)
+    assert lrs[-1] < lrs[0] or optim == "adam_onecycle"
+    assert lrs[-1] < max(lrs) / 10
+
+
+@pytest.mark.parametrize("augment", ["default", "none"])
+def test_datamodule_builds_with_augment_option(compose_train, augment: str) -> None:
+    cfg = compose_train(f"augment={augment}")
+    datamodule = instantiate(cfg.data)
+    assert isinstance(datamodule, FaceDataModule)
+    assert datamodule.input_size == 64
+
+
+def test_callbacks_build(compose_train) -> None:
+    cfg = compose_train()
+    names = sorted(type(c).__name__ for c in build_callbacks(cfg))
+    assert names == ["LandmarkPanel", "LearningRateMonitor", "ModelCheckpoint"]
+
+
+def test_debug_and_experiment_configs(compose_train) -> None:
+    cfg = compose_train("debug=fdr")
+    assert cfg.trainer.fast_dev_run == 1
+    cfg = compose_train("experiment=paper_cnn6_wing")
+    assert cfg.optim.optimizer._target_ == "torch.optim.SGD"
+    assert cfg.trainer.max_epochs == 800
+
+
+def test_config_resolves_completely(compose_train) -> None:
+    cfg = compose_train()
+    container = OmegaConf.to_container(cfg, resolve=True)
+    assert container["paths"]["output_dir"].endswith("run")
+    assert container["data"]["augment"]["rotate"] == 30.0

@@ -1,0 +1,126 @@
+"""End to end: the training and evaluation entry points as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from wingface.config import PROJECT_ROOT
+from wingface.pipeline import train
+
+
+def run_script(script: str, args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run ``src/<script>`` with ``args``; fail the test with its output on a non-zero exit."""
+    result = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "src" / script), *args],
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if result.returncode != 0:
+        pytest.fail(
+            f"{script} {' '.join(args)} exited {result.returncode}:\n{result.stderr[-4000:]}"
+        )
+    return result
+
+
+def test_train_command_as_written_saves_the_loss_parameters(
+    tmp_path: Path, subprocess_env: dict[str, str], small_data: list[str]
+) -> None:
+    run_dir = tmp_path / "run"
+    run_script(
+        "train.py",
+        [
+            "loss=wing",
+            "loss.w=10",
+            "loss.eps=2",
+            "debug=fdr",
+            *small_data,
+            f"hydra.run.dir={run_dir}",
+        ],
+        subprocess_env,
+    )
+    saved = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    assert saved.loss.w == 10 and saved.loss.eps == 2
+    assert saved.loss._target_ == "wingface.losses.WingLoss"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert 0 < metrics["test/nme"] < 10
+
+
+def test_multirun_gives_each_loss_a_readable_folder_and_wandb_run(
+    tmp_path: Path, subprocess_env: dict[str, str], small_data: list[str]
+) -> None:
+    sweep_dir = tmp_path / "sweep"
+    run_script(
+        "train.py",
+        [
+            "-m",
+            "loss=l2,l1,smooth_l1,wing",
+            "trainer.max_epochs=1",
+            *small_data,
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        subprocess_env,
+    )
+    jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and p.name[0].isdigit())
+    # folders are "<job number>_<overrides>", e.g. "0_...,loss=l2"
+    losses = {}
+    for job in jobs:
+        number, overrides = job.name.split("_", 1)
+        losses[int(number)] = [o for o in overrides.split(",") if o.startswith("loss=")]
+    assert losses == {0: ["loss=l2"], 1: ["loss=l1"], 2: ["loss=smooth_l1"], 3: ["loss=wing"]}
+    run_ids = set()
+    for job in jobs:
+        offline_runs = list((job / "wandb").glob("offline-run-*"))
+        assert len(offline_runs) == 1, f"{job.name}: expected one W&B run, got {offline_runs}"
+        run_ids.add(offline_runs[0].name.rsplit("-", 1)[1])
+        assert (job / "checkpoints" / "last.ckpt").is_file()
+        metrics = json.loads((job / "metrics.json").read_text())
+        assert "test/nme" in metrics and "val/nme_best" in metrics
+    assert len(run_ids) == 4
+
+
+def test_eval_reproduces_the_test_numbers_of_training(
+    tmp_path: Path, subprocess_env: dict[str, str], small_data: list[str]
+) -> None:
+    run_dir = tmp_path / "run"
+    run_script(
+        "train.py",
+        ["trainer.max_epochs=2", "logger=csv", *small_data, f"hydra.run.dir={run_dir}"],
+        subprocess_env,
+    )
+    trained = json.loads((run_dir / "metrics.json").read_text())
+    best = sorted((run_dir / "checkpoints").glob("epoch_*.ckpt"))
+    assert len(best) == 1
+    eval_dir = tmp_path / "eval"
+    run_script("eval.py", [f"ckpt_path={best[0]}", f"hydra.run.dir={eval_dir}"], subprocess_env)
+    evaluated = json.loads((eval_dir / "metrics.json").read_text())
+    for key in ("test/nme", "test/nme_inter_pupil", "test/fr_0.10", "test/auc_0.10"):
+        assert evaluated[key] == pytest.approx(trained[key], abs=1e-6), key
+    assert evaluated["test/nme_mean_shape"] == pytest.approx(trained["test/nme_mean_shape"])
+
+
+def test_training_beats_the_mean_shape(compose_train) -> None:
+    cfg = compose_train(
+        "logger=none",
+        "trainer.max_epochs=5",
+        "trainer.accelerator=cpu",
+        "model.batch_norm=true",
+        "augment=none",
+        "data.source.num_train=512",
+        "data.source.num_val=32",
+        "data.source.num_test=64",
+        "data.num_workers=0",
+        "data.batch_size=32",
+        "callbacks.landmark_panel.every_n_epochs=1",
+    )
+    metrics = train(cfg)
+    assert metrics["test/nme"] < metrics["test/nme_mean_shape"]
+    assert metrics["val/nme_best"] <= metrics["val/nme"] + 1e-9
