@@ -64,6 +64,7 @@ def test_multirun_gives_each_loss_a_readable_folder_and_wandb_run(
             "-m",
             "loss=l2,l1,smooth_l1,wing",
             "trainer.max_epochs=1",
+            "callbacks.landmark_panel.every_n_epochs=1",
             *small_data,
             f"hydra.sweep.dir={sweep_dir}",
         ],
@@ -81,6 +82,8 @@ def test_multirun_gives_each_loss_a_readable_folder_and_wandb_run(
         offline_runs = list((job / "wandb").glob("offline-run-*"))
         assert len(offline_runs) == 1, f"{job.name}: expected one W&B run, got {offline_runs}"
         run_ids.add(offline_runs[0].name.rsplit("-", 1)[1])
+        panel = list((offline_runs[0] / "files" / "media" / "images" / "val").glob("panel_*.png"))
+        assert len(panel) == 8, f"{job.name}: expected the 8-face validation panel, got {panel}"
         assert (job / "checkpoints" / "last.ckpt").is_file()
         metrics = json.loads((job / "metrics.json").read_text())
         assert "test/nme" in metrics and "val/nme_best" in metrics

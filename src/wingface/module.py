@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import lightning as L
@@ -13,6 +14,8 @@ from torchmetrics import MetricCollection, MinMetric
 
 from wingface.metrics import CEDAUC, FailureRate, LandmarkNME
 
+log = logging.getLogger(__name__)
+
 # ImageNet statistics: a fixed, documented input normalisation shared by every model.
 IMAGE_MEAN = (0.485, 0.456, 0.406)
 IMAGE_STD = (0.229, 0.224, 0.225)
@@ -23,6 +26,7 @@ class LandmarkModule(L.LightningModule):
 
     Logged: ``train/loss``; ``val/loss``, ``val/nme`` (inter-ocular, the checkpoint monitor),
     ``val/nme_inter_pupil``, ``val/nme_best``; ``test/nme``, ``test/nme_inter_pupil``,
+    ``test/nme_box`` (normalised by √(w·h) of the ground-truth landmark box),
     ``test/fr_0.10``, ``test/auc_0.10`` and ``test/nme_mean_shape`` (the NME of predicting the
     training mean shape for every test face, the baseline every model must beat). NMEs are
     fractions of the normalising distance.
@@ -67,6 +71,7 @@ class LandmarkModule(L.LightningModule):
             {
                 "nme": LandmarkNME("inter_ocular", scheme),
                 "nme_inter_pupil": LandmarkNME("inter_pupil", scheme),
+                "nme_box": LandmarkNME("box", scheme),
                 "fr": FailureRate(failure_threshold, "inter_ocular", scheme),
                 "auc": CEDAUC(failure_threshold, "inter_ocular", scheme),
             },
@@ -115,7 +120,16 @@ class LandmarkModule(L.LightningModule):
         self.log_dict(values, prog_bar=True)
         if not self.trainer.sanity_checking:
             self.val_nme_best.update(values["val/nme"])
-            self.log("val/nme_best", self.val_nme_best.compute(), prog_bar=True)
+            best = self.val_nme_best.compute()
+            self.log("val/nme_best", best, prog_bar=True)
+            if self.trainer.is_global_zero:
+                log.info(
+                    "epoch %d: val/nme %.4f (inter-pupil %.4f), best %.4f",
+                    self.current_epoch,
+                    values["val/nme"],
+                    values["val/nme_inter_pupil"],
+                    best,
+                )
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         pred = self(batch["image"]).float()
