@@ -8,7 +8,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from wingface.data.datamodule import FaceDataModule
-from wingface.pipeline import build_callbacks, build_loggers, build_module
+from wingface.pipeline import build_callbacks, build_loggers, build_module, flatten_config
 
 LOSSES = ["l2", "l1", "smooth_l1", "wing", "rwing", "soft_wing"]
 
@@ -105,3 +105,10 @@ def test_config_resolves_completely(compose_train) -> None:
     container = OmegaConf.to_container(cfg, resolve=True)
     assert container["paths"]["output_dir"].endswith("run")
     assert container["data"]["augment"]["rotate"] == 30.0
+
+
+def test_flattened_config_has_dotted_keys(compose_train) -> None:
+    flat = flatten_config(compose_train("loss=rwing", "loss.r=0.5"))
+    assert flat["loss.r"] == 0.5 and flat["loss.w"] == 10.0
+    assert flat["model.channels"] == [32, 64, 128, 256, 512]
+    assert not any(isinstance(v, dict) and v for v in flat.values())

@@ -350,17 +350,8 @@ class LandmarkNME(_PerImageNMEMetric):
         return values.mean()
 
 
-class FailureRate(_PerImageNMEMetric):
-    """Share of images with NME strictly above ``threshold``.
-
-    Args:
-        threshold: failure threshold as a fraction (``> 0``), e.g. ``0.10``.
-        normalisation: one of :data:`NORMALISATIONS`.
-        scheme: landmark scheme name.
-        kwargs: passed to :class:`torchmetrics.Metric`.
-    """
-
-    higher_is_better = False
+class _ThresholdedNMEMetric(_PerImageNMEMetric):
+    """A per-image NME metric summarised against a threshold (a fraction, ``> 0``)."""
 
     def __init__(
         self,
@@ -373,6 +364,19 @@ class FailureRate(_PerImageNMEMetric):
         super().__init__(normalisation=normalisation, scheme=scheme, **kwargs)
         self.threshold = checked
 
+
+class FailureRate(_ThresholdedNMEMetric):
+    """Share of images with NME strictly above ``threshold``.
+
+    Args:
+        threshold: failure threshold as a fraction (``> 0``), e.g. ``0.10``.
+        normalisation: one of :data:`NORMALISATIONS`.
+        scheme: landmark scheme name.
+        kwargs: passed to :class:`torchmetrics.Metric`.
+    """
+
+    higher_is_better = False
+
     def compute(self) -> Tensor:
         """Scalar float32 failure rate in ``[0, 1]`` (NaN if no image was seen)."""
         values = self._values()
@@ -381,7 +385,7 @@ class FailureRate(_PerImageNMEMetric):
         return (values > self.threshold).to(torch.float32).mean()
 
 
-class CEDAUC(_PerImageNMEMetric):
+class CEDAUC(_ThresholdedNMEMetric):
     """Exact area under the CED curve up to ``threshold``, normalised to ``[0, 1]``.
 
     See :func:`ced_auc` for the closed form.
@@ -394,17 +398,6 @@ class CEDAUC(_PerImageNMEMetric):
     """
 
     higher_is_better = True
-
-    def __init__(
-        self,
-        threshold: float = 0.10,
-        normalisation: str = "inter_ocular",
-        scheme: str = "300w",
-        **kwargs: Any,
-    ) -> None:
-        checked = _check_threshold(threshold)
-        super().__init__(normalisation=normalisation, scheme=scheme, **kwargs)
-        self.threshold = checked
 
     def compute(self) -> Tensor:
         """Scalar float32 AUC in ``[0, 1]`` (NaN if no image was seen)."""

@@ -80,12 +80,26 @@ def build_module(cfg: DictConfig) -> LandmarkModule:
     )
 
 
+def flatten_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as one level of dotted keys, e.g. ``{"loss.w": 10.0, ...}``."""
+    flat: dict[str, Any] = {}
+
+    def visit(prefix: str, node: Any) -> None:
+        if isinstance(node, dict) and node:
+            for key, value in node.items():
+                visit(f"{prefix}.{key}" if prefix else str(key), value)
+        else:
+            flat[prefix] = node
+
+    visit("", OmegaConf.to_container(cfg, resolve=True))
+    return flat
+
+
 def record_config(loggers: list[Logger], cfg: DictConfig) -> None:
     """Send the resolved, flattened config to every logger."""
-    container = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(container, dict)
+    flat = flatten_config(cfg)
     for logger in loggers:
-        logger.log_hyperparams(container)
+        logger.log_hyperparams(flat)
 
 
 def finish_loggers(loggers: list[Logger]) -> None:
@@ -106,12 +120,15 @@ def write_metrics(cfg: DictConfig, metrics: dict[str, float]) -> Path:
     return path
 
 
+def prepare_run(cfg: DictConfig) -> tuple[L.LightningDataModule, LandmarkModule, list[Logger]]:
+    """Seed everything, then build the data module, the LightningModule and the loggers."""
+    L.seed_everything(cfg.seed, workers=True)
+    return instantiate(cfg.data), build_module(cfg), build_loggers(cfg)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test the best checkpoint; returns every logged metric as a float."""
-    L.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.data)
-    module = build_module(cfg)
-    loggers = build_loggers(cfg)
+    datamodule, module, loggers = prepare_run(cfg)
     try:
         trainer: L.Trainer = instantiate(
             cfg.trainer, callbacks=build_callbacks(cfg, bool(loggers)), logger=loggers or False
@@ -145,10 +162,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 def evaluate(run_cfg: DictConfig, ckpt_path: str) -> dict[str, float]:
     """Test ``ckpt_path`` with the data and model of the run config ``run_cfg``."""
-    L.seed_everything(run_cfg.seed, workers=True)
-    datamodule = instantiate(run_cfg.data)
-    module = build_module(run_cfg)
-    loggers = build_loggers(run_cfg)
+    datamodule, module, loggers = prepare_run(run_cfg)
     try:
         trainer: L.Trainer = instantiate(
             run_cfg.trainer, logger=loggers or False, callbacks=[], fast_dev_run=False
