@@ -127,3 +127,28 @@ def test_training_beats_the_mean_shape(compose_train) -> None:
     metrics = train(cfg)
     assert metrics["test/nme"] < metrics["test/nme_mean_shape"]
     assert metrics["val/nme_best"] <= metrics["val/nme"] + 1e-9
+
+
+def test_every_zoo_loss_runs_one_batch_and_saves_its_config(
+    tmp_path: Path, subprocess_env: dict[str, str], small_data: list[str]
+) -> None:
+    sweep_dir = tmp_path / "sweep"
+    losses = ["l2", "l1", "smooth_l1", "wing", "rwing", "soft_wing"]
+    run_script(
+        "train.py",
+        [
+            "-m",
+            f"loss={','.join(losses)}",
+            "debug=fdr",
+            *small_data,
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        subprocess_env,
+    )
+    from wingface.losses import LOSSES
+
+    for number, name in enumerate(losses):
+        (job,) = sweep_dir.glob(f"{number}_*")
+        saved = OmegaConf.load(job / ".hydra" / "config.yaml")
+        assert saved.loss._target_ == f"wingface.losses.{LOSSES[name].__name__}"
+        assert json.loads((job / "metrics.json").read_text())["test/nme"] > 0
