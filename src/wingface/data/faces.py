@@ -24,6 +24,8 @@ class FaceSet:
         occluded: ``(N, L)`` bool, True where a point is hidden (self-occlusion or an occluder),
             or None when unknown.
         names: per-face identifiers (file names or synthetic indices).
+        attributes: named ``(N,)`` bool flags for evaluation subsets (e.g. WFLW's ``pose``,
+            ``occlusion``); empty when the dataset has none.
     """
 
     images: np.ndarray | list[np.ndarray]
@@ -34,6 +36,7 @@ class FaceSet:
     poses: np.ndarray | None = None
     occluded: np.ndarray | None = None
     names: list[str] = field(default_factory=list)
+    attributes: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -55,6 +58,9 @@ class FaceSet:
             )
         if not self.names:
             self.names = [str(i) for i in range(n)]
+        for key, flags in self.attributes.items():
+            if np.shape(flags) != (n,):
+                raise ValueError(f"attribute {key!r} must have shape ({n},), got {np.shape(flags)}")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -81,4 +87,5 @@ class FaceSet:
             poses=None if self.poses is None else self.poses[indices],
             occluded=None if self.occluded is None else self.occluded[indices],
             names=[self.names[i] for i in indices],
+            attributes={key: flags[indices] for key, flags in self.attributes.items()},
         )
