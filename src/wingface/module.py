@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
+from lightning.pytorch.loggers import WandbLogger
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
-from torchmetrics import MetricCollection, MinMetric
+from torchmetrics import CatMetric, MinMetric
 
-from wingface.metrics import CEDAUC, FailureRate, LandmarkNME
+from wingface.evaluation import EvaluationProtocol, plot_ced
+from wingface.metrics import LandmarkNME
 
 log = logging.getLogger(__name__)
 
@@ -22,22 +26,23 @@ IMAGE_STD = (0.229, 0.224, 0.225)
 
 
 class LandmarkModule(L.LightningModule):
-    """Trains ``net`` with ``loss`` and reports NME, failure rate and CED AUC.
+    """Trains ``net`` with ``loss`` and evaluates it with the data module's protocol.
 
-    Logged: ``train/loss``; ``val/loss``, ``val/nme`` (inter-ocular, the checkpoint monitor),
-    ``val/nme_inter_pupil``, ``val/nme_best``; ``test/nme``, ``test/nme_inter_pupil``,
-    ``test/nme_box`` (normalised by √(w·h) of the ground-truth landmark box),
-    ``test/fr_0.10``, ``test/auc_0.10`` and ``test/nme_mean_shape`` (the NME of predicting the
-    training mean shape for every test face, the baseline every model must beat). NMEs are
-    fractions of the normalising distance.
+    The landmark scheme and the evaluation protocol (normalisations, thresholds, test subsets)
+    come from the data module (``data.scheme``, ``data.protocol``) when the trainer sets up.
+    Logged: ``train/loss``; ``val/loss``, ``val/nme`` (primary normalisation, the checkpoint
+    monitor), ``val/nme_<other>``, ``val/nme_best``; on the test split ``test/nme``,
+    ``test/nme_<other>``, ``test/fr_<t>``, ``test/auc_<t>`` and the same under
+    ``test/<subset>/`` for each test subset, plus ``test/nme_mean_shape`` (predicting the
+    training mean shape for every face: the baseline every model must beat). NMEs are fractions
+    of the normalising distance. The test CED curves are saved as ``ced_test.png`` in the run
+    folder and logged.
 
     Args:
         net: maps ``(B, 3, S, S)`` normalised images to ``(B, L, 2)`` input pixels.
         loss: ``loss(pred, target, weight)`` → scalar, see ``wingface.losses``.
         optimizer: builds the optimizer from the parameters (``optim.optimizer``).
         scheduler: builds a per-step schedule from ``(optimizer, total_steps)``, or None.
-        scheme: landmark scheme name for the metrics' eye indices.
-        failure_threshold: NME above which a face counts as a failure.
     """
 
     def __init__(
@@ -46,8 +51,6 @@ class LandmarkModule(L.LightningModule):
         loss: nn.Module,
         optimizer: Callable[..., Optimizer],
         scheduler: Callable[..., LRScheduler] | None,
-        scheme: str = "300w",
-        failure_threshold: float = 0.10,
     ) -> None:
         super().__init__()
         self.net = net
@@ -56,29 +59,10 @@ class LandmarkModule(L.LightningModule):
         self.scheduler_factory = scheduler
         self.register_buffer("image_mean", torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1) * 255)
         self.register_buffer("image_std", torch.tensor(IMAGE_STD).view(1, 3, 1, 1) * 255)
-        num_points = net.num_points
-        self.register_buffer("mean_shape", torch.full((num_points, 2), float("nan")))
-        self.val_metrics = MetricCollection(
-            {
-                "nme": LandmarkNME("inter_ocular", scheme),
-                "nme_inter_pupil": LandmarkNME("inter_pupil", scheme),
-            },
-            prefix="val/",
-        )
-        # Module names cannot hold dots: the threshold joins the logged names in on_test_epoch_end.
-        self.threshold_tag = f"{failure_threshold:.2f}"
-        self.test_metrics = MetricCollection(
-            {
-                "nme": LandmarkNME("inter_ocular", scheme),
-                "nme_inter_pupil": LandmarkNME("inter_pupil", scheme),
-                "nme_box": LandmarkNME("box", scheme),
-                "fr": FailureRate(failure_threshold, "inter_ocular", scheme),
-                "auc": CEDAUC(failure_threshold, "inter_ocular", scheme),
-            },
-            prefix="test/",
-        )
-        self.test_mean_shape_nme = LandmarkNME("inter_ocular", scheme)
+        self.register_buffer("mean_shape", torch.full((net.num_points, 2), float("nan")))
+        self.protocol: EvaluationProtocol | None = None
         self.val_nme_best = MinMetric()
+        self.test_indices = CatMetric()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 3, S, S)`` uint8 (or float 0–255) images → ``(B, L, 2)`` landmark pixels."""
@@ -86,9 +70,17 @@ class LandmarkModule(L.LightningModule):
         return self.net(images)
 
     def setup(self, stage: str) -> None:
-        """Take the training mean shape from the data module when fitting."""
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if stage == "fit" and datamodule is not None:
+        """Build the metrics from the data module's scheme and protocol; when fitting, take
+        the training mean shape (the test baseline) from the data module."""
+        datamodule = self.trainer.datamodule
+        if self.protocol is None:
+            self.protocol = datamodule.protocol
+            scheme = datamodule.scheme.name
+            norms = self.protocol.normalisations
+            self.val_metrics = nn.ModuleDict({n: LandmarkNME(n, scheme) for n in norms})
+            self.test_metrics = nn.ModuleDict({n: LandmarkNME(n, scheme) for n in norms})
+            self.test_mean_shape_nme = LandmarkNME(self.protocol.primary, scheme)
+        if stage == "fit":
             self.mean_shape.copy_(datamodule.train_mean_shape())
 
     def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,12 +103,17 @@ class LandmarkModule(L.LightningModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         pred, loss = self._step(batch)
-        self.val_metrics.update(pred.float(), batch["landmarks"], batch["visibility"] > 0)
+        visible = batch["visibility"] > 0
+        for metric in self.val_metrics.values():
+            metric.update(pred.float(), batch["landmarks"], visible)
         self.log("val/loss", loss, on_epoch=True, batch_size=len(pred))
 
     def on_validation_epoch_end(self) -> None:
-        values = self.val_metrics.compute()
-        self.val_metrics.reset()
+        assert self.protocol is not None
+        values = {}
+        for norm, metric in self.val_metrics.items():
+            values[f"val/{self.protocol.metric_name(norm)}"] = metric.compute()
+            metric.reset()
         self.log_dict(values, prog_bar=True)
         if not self.trainer.sanity_checking:
             self.val_nme_best.update(values["val/nme"])
@@ -124,30 +121,55 @@ class LandmarkModule(L.LightningModule):
             self.log("val/nme_best", best, prog_bar=True)
             if self.trainer.is_global_zero:
                 log.info(
-                    "epoch %d: val/nme %.4f (inter-pupil %.4f), best %.4f",
+                    "epoch %d: %s, best %.4f",
                     self.current_epoch,
-                    values["val/nme"],
-                    values["val/nme_inter_pupil"],
+                    ", ".join(f"{k} {float(v):.4f}" for k, v in values.items()),
                     best,
                 )
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         pred = self(batch["image"]).float()
         visible = batch["visibility"] > 0
-        self.test_metrics.update(pred, batch["landmarks"], visible)
+        for metric in self.test_metrics.values():
+            metric.update(pred, batch["landmarks"], visible)
+        self.test_indices.update(batch["index"])
         if torch.isfinite(self.mean_shape).all():
             baseline = self.mean_shape.expand_as(pred)
             self.test_mean_shape_nme.update(baseline, batch["landmarks"], visible)
 
     def on_test_epoch_end(self) -> None:
-        values = self.test_metrics.compute()
-        self.test_metrics.reset()
-        for name in ("test/fr", "test/auc"):
-            values[f"{name}_{self.threshold_tag}"] = values.pop(name)
-        self.log_dict(values)
+        assert self.protocol is not None
+        per_image = {n: m.per_image().cpu().numpy() for n, m in self.test_metrics.items()}
+        indices = self.test_indices.compute().long().cpu().numpy()
+        for metric in [*self.test_metrics.values(), self.test_indices]:
+            metric.reset()
+        values = self.protocol.summarise(per_image, "test/")
+        masks = self.trainer.datamodule.test_subset_masks()
+        curves = {"all": per_image[self.protocol.primary]}
+        for name, mask in masks.items():
+            selected = mask[indices]
+            if selected.any():
+                subset = {n: v[selected] for n, v in per_image.items()}
+                values.update(self.protocol.summarise(subset, f"test/{name}/"))
+                curves[name] = subset[self.protocol.primary]
         if torch.isfinite(self.mean_shape).all():
-            self.log("test/nme_mean_shape", self.test_mean_shape_nme.compute())
+            values["test/nme_mean_shape"] = float(self.test_mean_shape_nme.compute())
             self.test_mean_shape_nme.reset()
+        self.log_dict(values)
+        if self.trainer.is_global_zero:
+            self._save_ced(curves)
+
+    def _save_ced(self, curves: dict[str, np.ndarray]) -> None:
+        """Plot the test CED curves into the run folder and send them to the loggers."""
+        assert self.protocol is not None
+        threshold = max(self.protocol.thresholds)
+        folder = Path(self.trainer.default_root_dir)
+        path = plot_ced(
+            curves, threshold, folder / "ced_test.png", f"test CED ({self.protocol.primary})"
+        )
+        for logger in self.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image(key="test/ced", images=[str(path)])
 
     def configure_optimizers(self) -> dict:
         optimizer = self.optimizer_factory(params=self.parameters())

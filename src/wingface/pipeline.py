@@ -76,7 +76,6 @@ def build_module(cfg: DictConfig) -> LandmarkModule:
         loss=instantiate(cfg.loss),
         optimizer=instantiate(cfg.optim.optimizer),
         scheduler=instantiate(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None,
-        scheme=cfg.data.scheme,
     )
 
 

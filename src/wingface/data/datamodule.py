@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -14,6 +15,7 @@ from wingface.data.balance import NoBalance
 from wingface.data.dataset import ContextCrops, FaceCropDataset
 from wingface.data.sources import FaceSource
 from wingface.data.transforms import TrainAugmentation
+from wingface.evaluation import EvaluationProtocol
 from wingface.landmarks import get_scheme
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,8 @@ class FaceDataModule(L.LightningDataModule):
 
     Args:
         source: the dataset source (``data.source``).
+        root: the dataset's folder on disk (``data.root``), checked before anything is loaded;
+            None for generated data.
         scheme: landmark scheme name (``data.scheme``), e.g. ``"300w"``.
         num_points: landmarks per face (``data.num_points``); checked against the data.
         input_size: network input side in pixels (``model.input_size``).
@@ -41,11 +45,14 @@ class FaceDataModule(L.LightningDataModule):
             flip_permutation)``; None trains on un-augmented centre crops.
         balance: returns each training face's repeat count from the training shapes.
         pin_memory: pin host memory for faster transfers to an accelerator.
+        protocol: what the test split reports (``data.protocol``); the default protocol when
+            None.
     """
 
     def __init__(
         self,
         source: FaceSource,
+        root: str | None,
         scheme: str,
         num_points: int,
         input_size: int,
@@ -57,8 +64,14 @@ class FaceDataModule(L.LightningDataModule):
         augment: Callable[..., TrainAugmentation] | None = None,
         balance: Balance | None = None,
         pin_memory: bool = True,
+        protocol: EvaluationProtocol | None = None,
     ) -> None:
         super().__init__()
+        if root is not None and not Path(root).is_dir():
+            raise FileNotFoundError(
+                f"data.root: dataset folder not found: {root} (resolved: {Path(root).resolve()})"
+            )
+        self.root = root
         self.source = source
         self.scheme = get_scheme(scheme)
         if num_points != self.scheme.num_points:
@@ -78,6 +91,7 @@ class FaceDataModule(L.LightningDataModule):
         self.augment = augment
         self.balance = balance if balance is not None else NoBalance()
         self.pin_memory = pin_memory
+        self.protocol = protocol if protocol is not None else EvaluationProtocol()
         self.crops: dict[str, ContextCrops] = {}
         self.train_repeats: np.ndarray | None = None
 
@@ -111,6 +125,11 @@ class FaceDataModule(L.LightningDataModule):
             self._crops("val")
         if stage in (None, "test", "predict"):
             self._crops("test")
+
+    def test_subset_masks(self) -> dict[str, np.ndarray]:
+        """Bool masks over the test faces for each subset of ``data.protocol.subsets``."""
+        crops = self._crops("test")
+        return self.protocol.subset_masks(crops.attributes, len(crops))
 
     def train_mean_shape(self) -> torch.Tensor:
         """``(L, 2)`` mean training shape in input pixels (un-augmented centre crops)."""

@@ -23,6 +23,8 @@ class ContextCrops:
         images: ``(N, C, C, 3)`` uint8, ``C = context_size``.
         landmarks: ``(N, L, 2)`` float32 in context-crop pixels.
         visibility: ``(N, L)`` bool.
+        attributes: the faces' named ``(N,)`` bool flags (evaluation subsets).
+        names: the faces' identifiers.
         input_size: side ``S`` of the central network-input window.
         context_size: side ``C`` of each crop.
     """
@@ -40,6 +42,8 @@ class ContextCrops:
         self.images = np.empty((n, context_size, context_size, 3), dtype=np.uint8)
         self.landmarks = np.empty((n, num_points, 2), dtype=np.float32)
         self.visibility = faces.visibility.astype(bool)
+        self.attributes = faces.attributes
+        self.names = faces.names
         context_crop_scale = crop_scale * context_size / input_size
         for i in range(n):
             matrix = crop_matrix(faces.boxes[i], context_crop_scale, context_size)

@@ -1,0 +1,130 @@
+"""Evaluation protocols: which normalisations, thresholds and test subsets a dataset reports.
+
+A protocol turns per-image NMEs (one array per normalisation, fractions) into the numbers papers
+report: mean NME per normalisation, failure rate and CED AUC at each threshold for the primary
+(first) normalisation, for the whole test split and for each named subset of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from wingface.metrics import NORMALISATIONS, ced_auc, ced_curve, failure_rate
+
+
+@dataclass
+class EvaluationProtocol:
+    """What to report on a test split.
+
+    Attributes:
+        normalisations: NME normalisations; the first is the primary one (``val/nme``,
+            ``test/nme``, the checkpoint monitor and the one FR/AUC use).
+        thresholds: failure-rate and CED-AUC limits (fractions), e.g. ``[0.08, 0.10]``.
+        subsets: named test subsets, each the union of faces carrying any of the listed
+            attribute flags (e.g. ``common: [helen/testset, lfpw/testset]``).
+    """
+
+    normalisations: Sequence[str] = ("inter_ocular", "inter_pupil", "box")
+    thresholds: Sequence[float] = (0.08, 0.10)
+    subsets: Mapping[str, Sequence[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.normalisations = tuple(self.normalisations)
+        self.thresholds = tuple(float(t) for t in self.thresholds)
+        self.subsets = {name: tuple(flags) for name, flags in dict(self.subsets).items()}
+        if not self.normalisations:
+            raise ValueError("data.protocol.normalisations must list at least one normalisation")
+        for norm in self.normalisations:
+            if norm not in NORMALISATIONS:
+                raise ValueError(
+                    f"data.protocol.normalisations: unknown {norm!r}; "
+                    f"expected {list(NORMALISATIONS)}"
+                )
+        for threshold in self.thresholds:
+            if not threshold > 0:
+                raise ValueError(f"data.protocol.thresholds must be > 0, got {threshold}")
+
+    @property
+    def primary(self) -> str:
+        """The primary normalisation."""
+        return self.normalisations[0]
+
+    def metric_name(self, norm: str) -> str:
+        """``nme`` for the primary normalisation, ``nme_<norm>`` for the others."""
+        return "nme" if norm == self.primary else f"nme_{norm}"
+
+    def subset_masks(
+        self, attributes: Mapping[str, np.ndarray], size: int
+    ) -> dict[str, np.ndarray]:
+        """``(size,)`` bool masks of the subsets whose attribute flags the test split carries.
+
+        Subsets naming no available flag are left out (a partial copy of a dataset).
+        """
+        masks = {}
+        for name, flags in self.subsets.items():
+            present = [np.asarray(attributes[f], dtype=bool) for f in flags if f in attributes]
+            if present:
+                masks[name] = np.logical_or.reduce(present) if len(present) > 1 else present[0]
+        for name, mask in masks.items():
+            if mask.shape != (size,):
+                raise ValueError(f"subset {name!r} mask has shape {mask.shape}, expected ({size},)")
+        return masks
+
+    def summarise(self, per_image: Mapping[str, np.ndarray], prefix: str) -> dict[str, float]:
+        """Report numbers for one set of faces.
+
+        Args:
+            per_image: normalisation → ``(N,)`` per-image NMEs (fractions).
+            prefix: metric name prefix, e.g. ``"test/"`` or ``"test/common/"``.
+
+        Returns:
+            ``{prefix}nme`` (primary), ``{prefix}nme_<norm>`` (others), and for the primary
+            normalisation ``{prefix}fr_<t>`` and ``{prefix}auc_<t>`` for each threshold ``t``
+            (formatted with two decimals, e.g. ``fr_0.10``).
+        """
+        out = {
+            f"{prefix}{self.metric_name(norm)}": float(np.mean(per_image[norm]))
+            for norm in self.normalisations
+        }
+        primary = np.asarray(per_image[self.primary], dtype=np.float64)
+        for threshold in self.thresholds:
+            out[f"{prefix}fr_{threshold:.2f}"] = failure_rate(primary, threshold)
+            out[f"{prefix}auc_{threshold:.2f}"] = ced_auc(primary, threshold)
+        return out
+
+
+def plot_ced(
+    curves: Mapping[str, np.ndarray], threshold: float, path: str | Path, title: str = ""
+) -> Path:
+    """Save the cumulative error distribution of each named ``(N,)`` NME array as a PNG.
+
+    The x axis is the NME in percent up to ``threshold``; the y axis the share of images.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
+    for label, nmes in curves.items():
+        x, y = ced_curve(np.asarray(nmes, dtype=np.float64), threshold, 501)
+        auc = ced_auc(np.asarray(nmes, dtype=np.float64), threshold)
+        ax.plot(np.asarray(x) * 100, np.asarray(y), label=f"{label} (AUC {auc:.3f})")
+    ax.set_xlim(0, threshold * 100)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("NME (%)")
+    ax.set_ylabel("share of images")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
