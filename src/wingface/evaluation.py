@@ -7,6 +7,7 @@ report: mean NME per normalisation, failure rate and CED AUC at each threshold f
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from wingface.metrics import NORMALISATIONS, ced_auc, ced_curve, failure_rate
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -62,13 +65,17 @@ class EvaluationProtocol:
     ) -> dict[str, np.ndarray]:
         """``(size,)`` bool masks of the subsets whose attribute flags the test split carries.
 
-        Subsets naming no available flag are left out (a partial copy of a dataset).
+        A subset is reported only when every flag it names is present, so a partial copy of a
+        dataset never passes off part of a subset as the whole (it is logged and left out).
         """
         masks = {}
         for name, flags in self.subsets.items():
-            present = [np.asarray(attributes[f], dtype=bool) for f in flags if f in attributes]
-            if present:
-                masks[name] = np.logical_or.reduce(present) if len(present) > 1 else present[0]
+            missing = [f for f in flags if f not in attributes]
+            if missing:
+                log.info("test subset %r left out: the test split has no %s", name, missing)
+                continue
+            present = [np.asarray(attributes[f], dtype=bool) for f in flags]
+            masks[name] = np.logical_or.reduce(present)
         for name, mask in masks.items():
             if mask.shape != (size,):
                 raise ValueError(f"subset {name!r} mask has shape {mask.shape}, expected ({size},)")

@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+
 from wingface.data.faces import FaceSet
+from wingface.data.formats.pts import load_300w
 from wingface.data.synthetic import load_or_generate_synthetic
 
 SPLITS = ("train", "val", "test")
@@ -57,3 +60,62 @@ class SyntheticSource:
             seed=self.seed + SPLITS.index(split),
             image_size=self.image_size,
         )
+
+
+def split_off_validation(faces: FaceSet, fraction: float, seed: int) -> tuple[FaceSet, FaceSet]:
+    """Hold out a seeded random ``fraction`` of ``faces`` as a validation set.
+
+    Returns ``(train, val)``; both keep the original order of their faces.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"data.source.val_fraction must be in (0, 1), got {fraction}")
+    num_val = max(1, round(len(faces) * fraction))
+    order = np.random.default_rng(seed).permutation(len(faces))
+    val = np.sort(order[:num_val])
+    train = np.sort(order[num_val:])
+    return faces.subset(train), faces.subset(val)
+
+
+class Folders300WSource:
+    """300-W in its official folder layout (image files beside 1-based ``.pts`` files).
+
+    The training folders are pooled and a seeded ``val_fraction`` of them is held out for
+    validation (300-W has no official validation set); the test folders form the test split,
+    each face flagged with its folder so that protocol subsets (common, challenging, ...) can
+    be reported. A partial copy runs by listing only the folders it has.
+
+    Args:
+        root: the 300-W root folder (``data.root``).
+        train_folders: e.g. ``[afw, helen/trainset, lfpw/trainset]``.
+        test_folders: e.g. ``[helen/testset, lfpw/testset, ibug]``.
+        val_fraction: share of the training faces held out for validation.
+        seed: seed of the validation split.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        train_folders: list[str],
+        test_folders: list[str],
+        val_fraction: float = 0.05,
+        seed: int = 0,
+    ) -> None:
+        if not 0.0 < val_fraction < 1.0:
+            raise ValueError(f"data.source.val_fraction must be in (0, 1), got {val_fraction}")
+        self.root = Path(root)
+        self.train_folders = list(train_folders)
+        self.test_folders = list(test_folders)
+        self.val_fraction = val_fraction
+        self.seed = seed
+        self._train_val: tuple[FaceSet, FaceSet] | None = None
+
+    def load(self, split: str) -> FaceSet:
+        """Read the faces of ``split`` (the training folders are read once for train and val)."""
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+        if split == "test":
+            return load_300w(self.root, self.test_folders)
+        if self._train_val is None:
+            pooled = load_300w(self.root, self.train_folders)
+            self._train_val = split_off_validation(pooled, self.val_fraction, self.seed)
+        return self._train_val[0] if split == "train" else self._train_val[1]

@@ -1,0 +1,1 @@
+"""Readers for public facial-landmark dataset formats; each returns a FaceSet."""

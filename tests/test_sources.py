@@ -1,0 +1,97 @@
+"""Dataset sources: the 300-W folder source, validation hold-out and the data root check."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from wingface.data.datamodule import FaceDataModule
+from wingface.data.formats.pts import write_pts
+from wingface.data.sources import Folders300WSource, split_off_validation
+from wingface.evaluation import EvaluationProtocol
+from wingface.metrics import normalising_distance, per_image_nme
+
+SHARED_DATA = Path(
+    os.environ.get("WINGFACE_DATA_ROOT", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
+REAL_300W = SHARED_DATA / "300w"
+
+
+def make_300w_folder(root: Path, folder: str, count: int, seed: int) -> None:
+    """Write ``count`` faces (random image + plausible 68 points) into ``root/folder``."""
+    rng = np.random.default_rng(seed)
+    (root / folder).mkdir(parents=True)
+    for i in range(count):
+        image = rng.integers(0, 255, size=(90, 80, 3), dtype=np.uint8)
+        points = rng.uniform(15, 65, size=(68, 2))
+        cv2.imwrite(str(root / folder / f"face_{i:03d}.jpg"), image)
+        write_pts(root / folder / f"face_{i:03d}.pts", points)
+
+
+@pytest.fixture
+def tiny_300w(tmp_path: Path) -> Path:
+    make_300w_folder(tmp_path, "afw", 12, 0)
+    make_300w_folder(tmp_path, "lfpw/trainset", 8, 1)
+    make_300w_folder(tmp_path, "lfpw/testset", 5, 2)
+    return tmp_path
+
+
+def test_validation_split_is_seeded_and_disjoint(tiny_300w: Path) -> None:
+    source = Folders300WSource(tiny_300w, ["afw", "lfpw/trainset"], ["lfpw/testset"], 0.25, 3)
+    train, val = source.load("train"), source.load("val")
+    assert (len(train), len(val)) == (15, 5)
+    assert not set(train.names) & set(val.names)
+    again = Folders300WSource(tiny_300w, ["afw", "lfpw/trainset"], ["lfpw/testset"], 0.25, 3)
+    assert again.load("val").names == val.names
+    test = source.load("test")
+    assert len(test) == 5 and test.attributes["lfpw/testset"].all()
+
+
+def test_split_off_validation_rejects_bad_fractions(tiny_300w: Path) -> None:
+    faces = Folders300WSource(tiny_300w, ["afw"], ["lfpw/testset"]).load("test")
+    with pytest.raises(ValueError, match="val_fraction"):
+        split_off_validation(faces, 1.0, 0)
+
+
+def test_missing_data_root_is_reported_before_loading(tmp_path: Path) -> None:
+    source = Folders300WSource(tmp_path / "nowhere", ["afw"], ["ibug"])
+    with pytest.raises(FileNotFoundError, match="data.root"):
+        FaceDataModule(source, str(tmp_path / "nowhere"), "300w", 68, 64)
+
+
+def test_datamodule_reports_test_subsets_of_present_folders(tiny_300w: Path) -> None:
+    source = Folders300WSource(tiny_300w, ["afw"], ["lfpw/testset"], 0.2)
+    protocol = EvaluationProtocol(
+        subsets={"common": ["helen/testset", "lfpw/testset"], "lfpw": ["lfpw/testset"]}
+    )
+    datamodule = FaceDataModule(
+        source, str(tiny_300w), "300w", 68, 64, num_workers=0, protocol=protocol
+    )
+    datamodule.setup("test")
+    masks = datamodule.test_subset_masks()
+    assert list(masks) == ["lfpw"] and masks["lfpw"].all()
+    batch = next(iter(datamodule.test_dataloader()))
+    assert batch["image"].shape == (5, 3, 64, 64) and batch["image"].dtype == torch.uint8
+
+
+@pytest.mark.skipif(not REAL_300W.is_dir(), reason=f"real 300-W data not found at {REAL_300W}")
+def test_real_lfpw_mean_shape_baseline_matches_the_reference() -> None:
+    """The training mean shape scores 15.75% inter-ocular / 21.76% inter-pupil NME on the 224
+    lfpw/testset faces (reference values of the data's README); our crops must reproduce it."""
+    source = Folders300WSource(
+        REAL_300W, ["afw", "helen/trainset", "lfpw/trainset"], ["lfpw/testset"]
+    )
+    datamodule = FaceDataModule(source, str(REAL_300W), "300w", 68, 64, num_workers=0)
+    datamodule.setup("test")
+    assert len(datamodule.crops["train"]) + len(source.load("val")) == 2012
+    test = torch.from_numpy(datamodule.crops["test"].input_landmarks())
+    assert len(test) == 224
+    mean = datamodule.train_mean_shape().expand_as(test)
+    for kind, reference in (("inter_ocular", 0.1575), ("inter_pupil", 0.2176)):
+        nme = per_image_nme(mean, test, None, normalising_distance(test, None, kind, "300w"))
+        assert float(nme.mean()) == pytest.approx(reference, abs=0.003), kind
