@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -11,8 +12,8 @@ import pytest
 import torch
 
 from wingface.data.datamodule import FaceDataModule
-from wingface.data.formats.pts import write_pts
-from wingface.data.sources import Folders300WSource, split_off_validation
+from wingface.data.formats.pts import load_300w, write_pts
+from wingface.data.sources import TrainTestSource, split_off_validation
 from wingface.evaluation import EvaluationProtocol
 from wingface.metrics import normalising_distance, per_image_nme
 
@@ -33,6 +34,18 @@ def make_300w_folder(root: Path, folder: str, count: int, seed: int) -> None:
         write_pts(root / folder / f"face_{i:03d}.pts", points)
 
 
+def folders_source(
+    root: Path, train: list[str], test: list[str], val_fraction: float = 0.05, seed: int = 0
+) -> TrainTestSource:
+    """A 300-W source over ``root`` as ``conf/data/300w.yaml`` builds it."""
+    return TrainTestSource(
+        partial(load_300w, root, folders=train),
+        partial(load_300w, root, folders=test),
+        val_fraction,
+        seed,
+    )
+
+
 @pytest.fixture
 def tiny_300w(tmp_path: Path) -> Path:
     make_300w_folder(tmp_path, "afw", 12, 0)
@@ -42,30 +55,30 @@ def tiny_300w(tmp_path: Path) -> Path:
 
 
 def test_validation_split_is_seeded_and_disjoint(tiny_300w: Path) -> None:
-    source = Folders300WSource(tiny_300w, ["afw", "lfpw/trainset"], ["lfpw/testset"], 0.25, 3)
+    source = folders_source(tiny_300w, ["afw", "lfpw/trainset"], ["lfpw/testset"], 0.25, 3)
     train, val = source.load("train"), source.load("val")
     assert (len(train), len(val)) == (15, 5)
     assert not set(train.names) & set(val.names)
-    again = Folders300WSource(tiny_300w, ["afw", "lfpw/trainset"], ["lfpw/testset"], 0.25, 3)
+    again = folders_source(tiny_300w, ["afw", "lfpw/trainset"], ["lfpw/testset"], 0.25, 3)
     assert again.load("val").names == val.names
     test = source.load("test")
     assert len(test) == 5 and test.attributes["lfpw/testset"].all()
 
 
 def test_split_off_validation_rejects_bad_fractions(tiny_300w: Path) -> None:
-    faces = Folders300WSource(tiny_300w, ["afw"], ["lfpw/testset"]).load("test")
+    faces = load_300w(tiny_300w, ["afw"])
     with pytest.raises(ValueError, match="val_fraction"):
         split_off_validation(faces, 1.0, 0)
 
 
 def test_missing_data_root_is_reported_before_loading(tmp_path: Path) -> None:
-    source = Folders300WSource(tmp_path / "nowhere", ["afw"], ["ibug"])
+    source = folders_source(tmp_path / "nowhere", ["afw"], ["ibug"])
     with pytest.raises(FileNotFoundError, match="data.root"):
         FaceDataModule(source, str(tmp_path / "nowhere"), "300w", 68, 64)
 
 
 def test_datamodule_reports_test_subsets_of_present_folders(tiny_300w: Path) -> None:
-    source = Folders300WSource(tiny_300w, ["afw"], ["lfpw/testset"], 0.2)
+    source = folders_source(tiny_300w, ["afw"], ["lfpw/testset"], 0.2)
     protocol = EvaluationProtocol(
         subsets={"common": ["helen/testset", "lfpw/testset"], "lfpw": ["lfpw/testset"]}
     )
@@ -83,9 +96,7 @@ def test_datamodule_reports_test_subsets_of_present_folders(tiny_300w: Path) -> 
 def test_real_lfpw_mean_shape_baseline_matches_the_reference() -> None:
     """The training mean shape scores 15.75% inter-ocular / 21.76% inter-pupil NME on the 224
     lfpw/testset faces (reference values of the data's README); our crops must reproduce it."""
-    source = Folders300WSource(
-        REAL_300W, ["afw", "helen/trainset", "lfpw/trainset"], ["lfpw/testset"]
-    )
+    source = folders_source(REAL_300W, ["afw", "helen/trainset", "lfpw/trainset"], ["lfpw/testset"])
     datamodule = FaceDataModule(source, str(REAL_300W), "300w", 68, 64, num_workers=0)
     datamodule.setup("test")
     assert len(datamodule.crops["train"]) + len(source.load("val")) == 2012

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from wingface.data.faces import FaceSet
-from wingface.data.formats.pts import load_300w
 from wingface.data.synthetic import load_or_generate_synthetic
 
 SPLITS = ("train", "val", "test")
@@ -76,46 +76,42 @@ def split_off_validation(faces: FaceSet, fraction: float, seed: int) -> tuple[Fa
     return faces.subset(train), faces.subset(val)
 
 
-class Folders300WSource:
-    """300-W in its official folder layout (image files beside 1-based ``.pts`` files).
+class TrainTestSource:
+    """A dataset with official training and test files; validation is held out from training.
 
-    The training folders are pooled and a seeded ``val_fraction`` of them is held out for
-    validation (300-W has no official validation set); the test folders form the test split,
-    each face flagged with its folder so that protocol subsets (common, challenging, ...) can
-    be reported. A partial copy runs by listing only the folders it has.
+    Most landmark benchmarks (300-W, AFLW, WFLW, COFW) publish a training and a test set but
+    no validation set, so a seeded ``val_fraction`` of the training faces is held out for model
+    selection and the test set is only used for the final numbers.
 
     Args:
-        root: the 300-W root folder (``data.root``).
-        train_folders: e.g. ``[afw, helen/trainset, lfpw/trainset]``.
-        test_folders: e.g. ``[helen/testset, lfpw/testset, ibug]``.
+        train: loads the training faces (a reader from ``wingface.data.formats`` with its
+            arguments bound, e.g. ``load_300w(root, folders=[afw, ...])``).
+        test: loads the test faces; their attribute flags define the protocol's subsets.
         val_fraction: share of the training faces held out for validation.
         seed: seed of the validation split.
     """
 
     def __init__(
         self,
-        root: str | Path,
-        train_folders: list[str],
-        test_folders: list[str],
+        train: Callable[[], FaceSet],
+        test: Callable[[], FaceSet],
         val_fraction: float = 0.05,
         seed: int = 0,
     ) -> None:
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"data.source.val_fraction must be in (0, 1), got {val_fraction}")
-        self.root = Path(root)
-        self.train_folders = list(train_folders)
-        self.test_folders = list(test_folders)
+        self.train = train
+        self.test = test
         self.val_fraction = val_fraction
         self.seed = seed
         self._train_val: tuple[FaceSet, FaceSet] | None = None
 
     def load(self, split: str) -> FaceSet:
-        """Read the faces of ``split`` (the training folders are read once for train and val)."""
+        """Read the faces of ``split`` (the training files are read once for train and val)."""
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
         if split == "test":
-            return load_300w(self.root, self.test_folders)
+            return self.test()
         if self._train_val is None:
-            pooled = load_300w(self.root, self.train_folders)
-            self._train_val = split_off_validation(pooled, self.val_fraction, self.seed)
+            self._train_val = split_off_validation(self.train(), self.val_fraction, self.seed)
         return self._train_val[0] if split == "train" else self._train_val[1]

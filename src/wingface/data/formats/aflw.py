@@ -233,6 +233,31 @@ def load_aflw_csv(csv_path: str | Path, image_root: str | Path, num_points: int 
     )
 
 
+def load_aflw_test(
+    csv_path: str | Path, frontal_csv_path: str | Path, image_root: str | Path
+) -> FaceSet:
+    """The AFLW-Full test faces, each flagged ``attributes["frontal"]`` when it is also in the
+    AFLW-Frontal list (matched on image name and face box)."""
+    faces = load_aflw_csv(csv_path, image_root)
+    frontal_names, _, frontal_boxes = read_aflw_csv(frontal_csv_path)
+    frontal = {
+        (n, tuple(np.round(b, 3))) for n, b in zip(frontal_names, frontal_boxes, strict=True)
+    }
+    flags = np.array(
+        [
+            (n, tuple(np.round(b, 3))) in frontal
+            for n, b in zip(faces.names, faces.boxes, strict=True)
+        ]
+    )
+    if flags.sum() != len(frontal):
+        raise ValueError(
+            f"{frontal_csv_path}: {len(frontal)} frontal faces listed, {int(flags.sum())} of them "
+            f"found in {csv_path}"
+        )
+    faces.attributes["frontal"] = flags
+    return faces
+
+
 # --------------------------------------------------------------------------- shapes only
 
 
