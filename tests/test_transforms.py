@@ -149,3 +149,17 @@ def test_invalid_augmentation_values_name_the_key() -> None:
         TrainAugmentation(64, 80, IBUG68.flip_array(), flip_prob=2)
     with pytest.raises(ValueError, match="cannot be centre-cropped"):
         centre_crop_offset(81, 64)
+
+
+def test_occlusion_covers_pixels_but_keeps_landmarks() -> None:
+    rng = np.random.default_rng(5)
+    image = np.full((80, 80, 3), 128, dtype=np.uint8)
+    points = rng.uniform(20, 60, size=(68, 2)).astype(np.float32)
+    occlude = TrainAugmentation(
+        64, 80, IBUG68.flip_array(), 0, 0, 0, 0.0, 0, 0, 0, 0, blur_prob=0, occlusion_prob=1.0
+    )
+    occlude.reseed(1)
+    out_image, out_points, _ = occlude(image, points, np.ones(68, bool))
+    np.testing.assert_allclose(out_points, points - 8, atol=1e-4)
+    changed = (out_image != image[8:72, 8:72]).any(axis=2).mean()
+    assert 0.15**2 <= changed <= 0.4**2 + 0.01

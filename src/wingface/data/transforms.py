@@ -108,6 +108,7 @@ class TrainAugmentation:
         brightness, contrast, saturation: colour jitter strengths (0 disables).
         hue: hue jitter in ``[0, 0.5]``.
         blur_prob: probability of a Gaussian blur (kernel 3–5 px).
+        occlusion_prob: probability of a random rectangular occluder (15–40% of the input side).
     """
 
     def __init__(
@@ -124,12 +125,18 @@ class TrainAugmentation:
         saturation: float = 0.3,
         hue: float = 0.05,
         blur_prob: float = 0.1,
+        occlusion_prob: float = 0.0,
     ) -> None:
         for key, value in {"rotate": rotate, "scale": scale, "shift": shift}.items():
             if value < 0:
                 raise ValueError(f"augment.{key} must be >= 0, got {value}")
-        if not 0.0 <= flip_prob <= 1.0:
-            raise ValueError(f"augment.flip_prob must be in [0, 1], got {flip_prob}")
+        for key, value in {
+            "flip_prob": flip_prob,
+            "blur_prob": blur_prob,
+            "occlusion_prob": occlusion_prob,
+        }.items():
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"augment.{key} must be in [0, 1], got {value}")
         if scale >= 1.0:
             raise ValueError(f"augment.scale must be < 1, got {scale}")
         centre_crop_offset(context_size, input_size)  # validates the sizes
@@ -157,6 +164,15 @@ class TrainAugmentation:
                     p=1.0 if max(brightness, contrast, saturation, hue) > 0 else 0.0,
                 ),
                 A.GaussianBlur(blur_limit=(3, 5), p=blur_prob),
+                # A random grey-to-colour block over part of the face; landmarks keep their
+                # positions (the network must infer occluded points, as on COFW).
+                A.CoarseDropout(
+                    num_holes_range=(1, 1),
+                    hole_height_range=(0.15, 0.4),
+                    hole_width_range=(0.15, 0.4),
+                    fill="random_uniform",
+                    p=occlusion_prob,
+                ),
             ],
             keypoint_params=A.KeypointParams(format="xy", remove_invisible=False),
         )
