@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -36,7 +37,7 @@ class LandmarkModule(L.LightningModule):
     ``test/<subset>/`` for each test subset, plus ``test/nme_mean_shape`` (predicting the
     training mean shape for every face: the baseline every model must beat). NMEs are fractions
     of the normalising distance. The test CED curves are saved as ``ced_test.png`` in the run
-    folder and logged.
+    folder and logged; the per-face NMEs go to ``test_per_image.csv``.
 
     Args:
         net: maps ``(B, 3, S, S)`` normalised images to ``(B, L, 2)`` input pixels.
@@ -158,6 +159,7 @@ class LandmarkModule(L.LightningModule):
         self.log_dict(values)
         if self.trainer.is_global_zero:
             self._save_ced(curves)
+            self._save_per_image(indices, per_image)
 
     def _save_ced(self, curves: dict[str, np.ndarray]) -> None:
         """Plot the test CED curves into the run folder and send them to the loggers."""
@@ -170,6 +172,21 @@ class LandmarkModule(L.LightningModule):
         for logger in self.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_image(key="test/ced", images=[str(path)])
+
+    def _save_per_image(self, indices: np.ndarray, per_image: dict[str, np.ndarray]) -> Path:
+        """Write ``test_per_image.csv`` (face name and its NME per normalisation) to the run
+        folder, for CED plots and per-face analysis across runs."""
+        names = self.trainer.datamodule.crops["test"].names
+        path = Path(self.trainer.default_root_dir) / "test_per_image.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        norms = list(per_image)
+        with path.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["index", "name", *(f"nme_{n}" for n in norms)])
+            for row, index in enumerate(indices):
+                values = [f"{per_image[n][row]:.6f}" for n in norms]
+                writer.writerow([int(index), names[int(index)], *values])
+        return path
 
     def configure_optimizers(self) -> dict:
         optimizer = self.optimizer_factory(params=self.parameters())
