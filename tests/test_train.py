@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -89,6 +90,17 @@ def test_multirun_gives_each_loss_a_readable_folder_and_wandb_run(
         assert "test/nme" in metrics and "val/nme_best" in metrics
     assert len(run_ids) == 4
 
+    printed = run_script("report.py", [str(sweep_dir)], subprocess_env).stdout
+    rows = [line for line in (sweep_dir / "report.md").read_text().splitlines() if "loss=" in line]
+    assert [row.split("|")[1].strip().split()[0] for row in rows] == [
+        "loss=l2",
+        "loss=l1",
+        "loss=smooth_l1",
+        "loss=wing",
+    ]
+    assert rows[0] in printed
+    assert (sweep_dir / "ced.png").stat().st_size > 1000
+
 
 def test_eval_reproduces_the_test_numbers_of_training(
     tmp_path: Path, subprocess_env: dict[str, str], small_data: list[str]
@@ -108,6 +120,12 @@ def test_eval_reproduces_the_test_numbers_of_training(
     for key in ("test/nme", "test/nme_inter_pupil", "test/fr_0.10", "test/auc_0.10"):
         assert evaluated[key] == pytest.approx(trained[key], abs=1e-6), key
     assert evaluated["test/nme_mean_shape"] == pytest.approx(trained["test/nme_mean_shape"])
+    with (run_dir / "test_per_image.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 32
+    mean = sum(float(r["nme_inter_ocular"]) for r in rows) / len(rows)
+    assert mean == pytest.approx(trained["test/nme"], abs=1e-5)
+    assert (run_dir / "ced_test.png").is_file()
 
 
 def test_training_beats_the_mean_shape(compose_train) -> None:
