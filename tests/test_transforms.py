@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -163,3 +164,17 @@ def test_occlusion_covers_pixels_but_keeps_landmarks() -> None:
     np.testing.assert_allclose(out_points, points - 8, atol=1e-4)
     changed = (out_image != image[8:72, 8:72]).any(axis=2).mean()
     assert 0.15**2 <= changed <= 0.4**2 + 0.01
+
+
+def test_crop_round_trip_returns_every_point_to_its_pixel() -> None:
+    """Crop with a matrix, map the crop back with its inverse: points and blobs return."""
+    rng = np.random.default_rng(6)
+    point = rng.uniform(50, 70, size=2)
+    image = blob_image(120, point, sigma=2.5)
+    matrix = crop_matrix(np.array([35.0, 40.0, 85.0, 95.0]), 1.2, 96)
+    inverse = cv2.invertAffineTransform(matrix)
+    crop = warp_crop(image, matrix, 96)
+    crop_point = transform_points(point[None], matrix)
+    np.testing.assert_allclose(transform_points(crop_point, inverse)[0], point, atol=1e-5)
+    back = cv2.warpAffine(crop, inverse, (120, 120), flags=cv2.INTER_LINEAR)
+    np.testing.assert_allclose(blob_centre(back), point, atol=0.15)
