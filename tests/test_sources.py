@@ -106,3 +106,13 @@ def test_real_lfpw_mean_shape_baseline_matches_the_reference() -> None:
     for kind, reference in (("inter_ocular", 0.1575), ("inter_pupil", 0.2176)):
         nme = per_image_nme(mean, test, None, normalising_distance(test, None, kind, "300w"))
         assert float(nme.mean()) == pytest.approx(reference, abs=0.003), kind
+
+
+def test_yaw_bins_partition_the_faces() -> None:
+    from wingface.data.sources import yaw_bin_flags
+
+    poses = np.array([[0, 0, 0], [-29.9, 5, 0], [30, 0, 0], [-75, 0, 0], [90, 0, 0], [-59, 0, 0]])
+    flags = yaw_bin_flags(poses.astype(np.float32))
+    np.testing.assert_array_equal(flags["yaw_0_30"], [1, 1, 0, 0, 0, 0])
+    np.testing.assert_array_equal(flags["yaw_30_60"], [0, 0, 1, 0, 0, 1])
+    np.testing.assert_array_equal(flags["yaw_60_90"], [0, 0, 0, 1, 1, 0])

@@ -13,6 +13,20 @@ from wingface.data.synthetic import load_or_generate_synthetic
 
 SPLITS = ("train", "val", "test")
 
+YAW_BINS: tuple[tuple[int, int], ...] = ((0, 30), (30, 60), (60, 90))
+"""|yaw| ranges in degrees flagged on synthetic faces (``yaw_0_30`` ...; 90 is included in the
+last one), so that test metrics can be reported per pose."""
+
+
+def yaw_bin_flags(poses: np.ndarray) -> dict[str, np.ndarray]:
+    """``yaw_<lo>_<hi>`` bool flags ``(N,)`` from ``(N, 3)`` poses (yaw first, degrees)."""
+    yaw = np.abs(poses[:, 0])
+    flags = {}
+    for low, high in YAW_BINS:
+        upper = yaw <= high if high == YAW_BINS[-1][1] else yaw < high
+        flags[f"yaw_{low}_{high}"] = (yaw >= low) & upper
+    return flags
+
 
 class FaceSource(Protocol):
     """Anything that loads a named split (``train``, ``val``, ``test``) as a FaceSet."""
@@ -23,7 +37,8 @@ class FaceSource(Protocol):
 class SyntheticSource:
     """The embedded synthetic faces: three independent seeded splits, cached on disk.
 
-    Split ``k`` (train 0, val 1, test 2) is generated with seed ``seed + k``.
+    Split ``k`` (train 0, val 1, test 2) is generated with seed ``seed + k``. Every face is
+    flagged with its true |yaw| range (:data:`YAW_BINS`) for per-pose evaluation.
 
     Args:
         cache_dir: folder for the generated ``.npz`` files.
@@ -54,12 +69,14 @@ class SyntheticSource:
         """Generate (or read from the cache) the faces of ``split``."""
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-        return load_or_generate_synthetic(
+        faces = load_or_generate_synthetic(
             self.cache_dir,
             num_faces=self.sizes[split],
             seed=self.seed + SPLITS.index(split),
             image_size=self.image_size,
         )
+        faces.attributes.update(yaw_bin_flags(faces.poses))
+        return faces
 
 
 def split_off_validation(faces: FaceSet, fraction: float, seed: int) -> tuple[FaceSet, FaceSet]:
