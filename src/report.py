@@ -28,12 +28,21 @@ COLUMNS = (
 )
 
 
+def job_number(job: Path) -> int:
+    """The Hydra job number recorded in the job's ``.hydra/hydra.yaml``."""
+    hydra_cfg = yaml.safe_load((job / ".hydra" / "hydra.yaml").read_text())
+    return int(hydra_cfg["hydra"]["job"]["num"])
+
+
 def job_folders(sweep_dir: Path) -> list[Path]:
-    """Job folders of a multirun (those holding ``metrics.json``), in job-number order."""
-    jobs = [p.parent for p in sweep_dir.glob("*/metrics.json")]
+    """Job folders of a multirun (those holding ``metrics.json``), in job-number order.
+
+    Searched recursively: an override value holding a ``/`` nests a job's folder deeper.
+    """
+    jobs = [p.parent for p in sweep_dir.rglob("metrics.json") if (p.parent / ".hydra").is_dir()]
     if not jobs:
-        raise FileNotFoundError(f"no finished jobs (*/metrics.json) in {sweep_dir}")
-    return sorted(jobs, key=lambda p: int(p.name.split("_", 1)[0]) if p.name[0].isdigit() else 0)
+        raise FileNotFoundError(f"no finished jobs (metrics.json) in {sweep_dir}")
+    return sorted(jobs, key=job_number)
 
 
 def job_label(job: Path) -> str:

@@ -140,3 +140,22 @@ def test_missing_dataset_root_names_the_config_key(compose_train, tmp_path) -> N
     # Hydra wraps the error; the message the user reads names the key and the folder.
     with pytest.raises(InstantiationException, match="data.root: dataset folder not found"):
         instantiate(cfg.data)
+
+
+def test_wandb_runs_of_a_multirun_are_named_and_grouped_by_the_sweep(
+    compose_train, tmp_path
+) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import open_dict
+
+    cfg = compose_train("logger=wandb")
+    OmegaConf.set_readonly(cfg.hydra, False)
+    with open_dict(cfg):
+        cfg.hydra.mode = RunMode.MULTIRUN
+        cfg.hydra.sweep.dir = str(tmp_path / "loss_ablation")
+        cfg.hydra.runtime.output_dir = str(tmp_path / "loss_ablation" / "2_loss=wing")
+    HydraConfig.instance().set_config(cfg)
+    (wandb_logger,) = build_loggers(cfg)
+    init = wandb_logger._wandb_init  # the arguments the run is started with
+    assert (init["group"], init["name"]) == ("loss_ablation", "2_loss=wing")
