@@ -159,3 +159,16 @@ def test_wandb_runs_of_a_multirun_are_named_and_grouped_by_the_sweep(
     (wandb_logger,) = build_loggers(cfg)
     init = wandb_logger._wandb_init  # the arguments the run is started with
     assert (init["group"], init["name"]) == ("loss_ablation", "2_loss=wing")
+
+
+def test_wandb_is_offline_without_a_key_and_online_with_one(monkeypatch) -> None:
+    from wingface.config import choose_wandb_mode
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    assert choose_wandb_mode() == "offline"
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert choose_wandb_mode() == "online"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert choose_wandb_mode() == "disabled"
