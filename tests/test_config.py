@@ -172,3 +172,12 @@ def test_wandb_is_offline_without_a_key_and_online_with_one(monkeypatch) -> None
     assert choose_wandb_mode() == "online"
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert choose_wandb_mode() == "disabled"
+
+
+def test_pose_balancing_expands_the_training_epoch(compose_train, small_data) -> None:
+    cfg = compose_train("balance=pdb", *small_data)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    repeats = datamodule.train_repeats
+    assert repeats.min() >= 1 and repeats.max() <= cfg.balance.max_repeat
+    assert len(datamodule.dataset("train")) == repeats.sum() > len(datamodule.crops["train"])

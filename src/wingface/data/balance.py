@@ -7,9 +7,12 @@ scheme's ``(L,)`` flip permutation, and returns ``(N,)`` int64 repeat counts, al
 :class:`PoseBalance` is pose-based data balancing (PDB): align the shapes, run PCA, take the
 principal component that carries head pose, histogram the absolute pose coefficients and repeat
 the faces of sparsely populated bins more often. The building blocks are plain functions
-(:func:`procrustes_align`, :func:`fill_invisible`, :func:`mirror_shapes`,
-:func:`principal_components`, :func:`mirror_correlations`, :func:`histogram_repeats`) so that
-they can be checked and reused on their own.
+(:func:`align_to`, :func:`procrustes_align`, :func:`fill_invisible`,
+:func:`fill_from_mirror_partner`, :func:`mirror_shapes`, :func:`symmetric_shape`,
+:func:`principal_components`, :func:`mirror_correlations`, :func:`pose_component`,
+:func:`visible_projection`, :func:`histogram_repeats`) so that they can be checked and reused
+on their own. :meth:`PoseBalance.plan` returns a :class:`BalancePlan` with each face's signed
+pose coefficient and bin, for evaluating results per pose.
 
 Aligned shapes are in *mean-shape units*: the mean shape is centred at the origin and scaled to a
 root-mean-square point distance of 1 from its centroid.
@@ -27,21 +30,16 @@ MODES = ("paper", "improved")
 FILLS = ("mean", "mirror")
 """How ``PoseBalance(mode="improved")`` completes invisible points (``balance.fill``)."""
 
-DEFAULT_MAX_REPEAT = 16
-"""Default repeat cap of ``PoseBalance(mode="improved")``.
+DEFAULT_MAX_REPEAT = 20
+"""Default repeat cap of ``PoseBalance(mode="improved")``, measured on real data.
 
-Chosen on the 21,080 real AFLW shapes (19 points, 21% of the points invisible) with K = 9 bins,
-sweeping the cap (share of faces with |yaw| >= 60 deg after balancing, balanced set size in
-multiples of N; before balancing: 19.1%, 1.0x):
-
-    cap        4      8     12     16     20     25   none (largest repeat 223)
-    >= 60     33.9%  43.1%  47.4%  50.0%  51.5%  52.7%  56.8%
-    size       2.1x   3.3x   4.4x   5.3x   6.1x   7.0x  12.6x
-
-The gain in the |yaw| >= 60 share flattens above 16 (+2.7 points from 16 to 25) while the
-epoch keeps growing by about 0.2x N per unit of cap; 16 keeps the share at 2.6x its original
-value and lets no face be seen more than 16 times per epoch (sixteen differently augmented
-copies of one face are about as many as augmentation can make distinct).
+On the 21,080 AFLW shapes (19 points, 21% of them invisible; ``experiments/pdb_aflw.py
+--sweep``) with K = 9 bins, the uncapped repeats per |coefficient| bin are
+1, 1, 1, 1, 3, 20, 278, 1857, 2785: bins 0-5 hold 99.9% of the faces, bins 6-8 hold 25
+outliers. A cap of 20 is the smallest that fully balances every bin with at least 1% of the
+faces; above it only those outliers gain copies. The |yaw| >= 30 deg share after balancing
+(45.0% before) stops rising there: 55.9% (cap 12), 57.4% (16), 58.8% (20), 59.0% (25), while
+the epoch grows to 1.46 N (uncapped: 2.23 N, of which 0.8 N are copies of 25 faces).
 """
 
 _MIN_SIZE = 1e-12
@@ -110,10 +108,14 @@ def align_to(landmarks: np.ndarray, visibility: np.ndarray, target: np.ndarray) 
         ``(N, L, 2)`` float64: every point of each shape under the shape's best similarity
         transform (least squares over its visible points), in ``target``'s frame. Invisible
         points are carried along by the same transform (their values mean whatever they meant
-        before). Shapes with fewer than two distinct visible points become ``target``.
+        before; non-finite ones become the image of 0). Shapes with fewer than two distinct
+        visible points become ``target``.
     """
-    weights = np.asarray(visibility, dtype=np.float64)
-    return _as_points(_similarity_to(_as_complex(landmarks), weights, _as_complex(target)))
+    visible = np.asarray(visibility, dtype=bool)
+    z = _as_complex(landmarks)
+    z = np.where(visible | np.isfinite(z), z, 0.0)  # non-finite invisible values: never fitted
+    weights = visible.astype(np.float64)
+    return _as_points(_similarity_to(z, weights, _as_complex(target)))
 
 
 def procrustes_align(
@@ -355,12 +357,15 @@ class PoseBalance:
 
     ``mode="improved"`` (default):
 
-    * handles missing points: each shape is aligned on its visible points only, and its
-      invisible points are then filled from the mean shape under the face's alignment
-      (:func:`fill_invisible`; ``fill="mean"``), so they neither distort the alignment nor add
-      shape variation. ``fill="mirror"`` first puts each invisible point whose mirror partner
-      is visible onto that partner (:func:`fill_from_mirror_partner`, a self-occlusion guess
-      that only suits data whose points go missing because the head is turned away);
+    * handles missing points: each shape is aligned on its visible points only; for the PCA
+      its invisible points are filled from the mean shape under the face's alignment
+      (:func:`fill_invisible`), so they neither distort the alignment nor add shape
+      variation; a face's pose coefficient is then fitted on its visible points only
+      (:func:`visible_projection`; invisible points get weight 0), so that missing points do
+      not pull it towards frontal. ``fill="mirror"`` first puts each invisible point whose
+      mirror partner is visible onto that partner (:func:`fill_from_mirror_partner`, a
+      self-occlusion guess that only suits data whose points go missing because the head is
+      turned away) and treats it as visible from then on;
     * finds the pose component itself: the shapes and their mirror images (``x`` negated,
       points re-indexed with the flip permutation, i.e. the training set as flip augmentation
       shows it) are aligned and analysed together, so every principal component is either
@@ -500,8 +505,41 @@ class PoseBalance:
         centre, components, variances = principal_components(vectors)
         coefficients = (vectors - centre) @ components.T
         component = pose_component(coefficients[:n], coefficients[n:], variances)
-        frontal = symmetric_shape(centre.reshape(-1, 2), flip_permutation).reshape(-1)
-        return component, (vectors[:n] - frontal) @ components[component]
+        frontal = symmetric_shape(centre.reshape(-1, 2), flip_permutation)
+        coefficient = visible_projection(
+            aligned[:n], visibility, frontal, components[component].reshape(-1, 2)
+        )
+        return component, coefficient
+
+
+def visible_projection(
+    aligned: np.ndarray, visibility: np.ndarray, origin: np.ndarray, direction: np.ndarray
+) -> np.ndarray:
+    """Coefficient along one shape direction, fitted on each shape's visible points only.
+
+    For shape ``x`` with visible points ``V`` this is the least-squares ``c`` of
+    ``x_j ~ origin_j + c direction_j`` over ``j`` in ``V``:
+    ``sum_V direction_j . (x_j - origin_j) / sum_V |direction_j|^2``. With every point visible
+    it is the plain projection ``(x - origin) . direction`` (for a unit ``direction``); with
+    points missing it is not shrunk towards 0 the way a projection of a mean-filled shape is.
+    A shape whose visible points carry (almost) none of ``direction`` falls back to that
+    mean-filled projection, i.e. its invisible points count as ``origin``'s.
+
+    Args:
+        aligned: ``(N, L, 2)`` shapes aligned in the frame of ``origin``.
+        visibility: ``(N, L)`` bool.
+        origin: ``(L, 2)`` shape at coefficient 0.
+        direction: ``(L, 2)`` unit-norm direction (a principal component).
+
+    Returns:
+        ``(N,)`` float64 coefficients (mean-shape units).
+    """
+    weights = np.asarray(visibility, dtype=np.float64)[..., None]
+    offsets = np.where(weights > 0, np.asarray(aligned, dtype=np.float64) - origin, 0.0)
+    numerator = (weights * offsets * direction).sum(axis=(1, 2))
+    energy = (weights * direction**2).sum(axis=(1, 2))
+    enough = energy > 1e-3 * (direction**2).sum()
+    return np.where(enough, numerator / np.where(enough, energy, 1.0), numerator)
 
 
 def _is_int(value: object) -> bool:
@@ -536,14 +574,21 @@ def pose_component(
 def symmetric_shape(shape: np.ndarray, flip_permutation: np.ndarray) -> np.ndarray:
     """The left/right symmetric shape closest to ``(L, 2)`` ``shape``.
 
-    The mirror of ``shape`` is aligned onto ``shape`` and the two are averaged, so the result is
-    symmetric under the flip permutation and stays in ``shape``'s frame. ``(L, 2)`` float64.
+    The mirror image of ``shape`` is rotated and translated (not scaled: it has the same size)
+    onto ``shape`` and the two are averaged; the result is exactly symmetric under the flip
+    permutation (its mirror image is a rotation of it) and stays in ``shape``'s frame.
+
+    Returns:
+        ``(L, 2)`` float64.
     """
-    shape = np.asarray(shape, dtype=np.float64)
-    visible = np.ones(len(shape), dtype=bool)
-    mirrored, _ = mirror_shapes(shape, visible, flip_permutation)
-    mirrored = align_to(mirrored[None], visible[None], shape)[0]
-    return (shape + mirrored) / 2.0
+    z = _as_complex(shape)
+    perm = np.asarray(flip_permutation, dtype=np.int64)
+    centroid = z.mean()
+    centred = z - centroid
+    mirrored = -np.conj(centred[perm])
+    cross = (np.conj(mirrored) * centred).sum()
+    rotation = cross / abs(cross) if abs(cross) > _MIN_SIZE else 1.0
+    return _as_points((centred + rotation * mirrored) / 2.0 + centroid)
 
 
 def _replace_non_finite(landmarks: np.ndarray, visibility: np.ndarray) -> np.ndarray:

@@ -1,0 +1,132 @@
+"""Pose-based data balancing on the real AFLW shapes: does it flatten the yaw distribution?
+
+Usage:
+    python experiments/pdb_aflw.py [--data ../shared/data/aflw_shapes] [--sweep]
+
+Loads the 21,080 AFLW shapes (19 points, invisible points flagged) with their head yaw, runs
+``PoseBalance`` in the paper mode (component index 1, the authors' choice for 19-point AFLW,
+K = 9) and in the improved mode, and prints Markdown tables: the share of faces per |yaw| range
+before and after balancing (after = weighted by the repeat counts), the median |pose
+coefficient| per |yaw| range, and with ``--sweep`` the improved mode's result per repeat cap.
+The yaw is only used to evaluate; balancing sees the shapes alone. The row "oracle" balances
+on the true |yaw| with the same bins and cap: what a perfect pose coefficient would give.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import numpy as np
+
+from wingface.data.balance import DEFAULT_MAX_REPEAT, PoseBalance, histogram_repeats
+from wingface.data.formats.aflw import load_aflw_shapes
+from wingface.landmarks import AFLW19
+
+YAW_RANGES = ((0.0, 30.0), (30.0, 60.0), (60.0, 90.0), (90.0, np.inf))
+"""|yaw| ranges in degrees, lower bound inclusive."""
+
+BANDS = (*((float(a), float(a + 15)) for a in range(0, 105, 15)), (105.0, np.inf))
+"""Finer |yaw| bands (degrees) for the coefficient-versus-yaw table."""
+
+
+def default_data() -> Path:
+    """``$WINGFACE_DATA_ROOT/aflw_shapes`` or ``../shared/data/aflw_shapes`` from the repo."""
+    root = os.environ.get("WINGFACE_DATA_ROOT")
+    if root:
+        return Path(root) / "aflw_shapes"
+    return Path(__file__).resolve().parents[1].parent / "shared" / "data" / "aflw_shapes"
+
+
+def range_name(low: float, high: float) -> str:
+    """``"30-60"`` or ``">=90"`` for a |yaw| range in degrees."""
+    return f">={low:g}" if np.isinf(high) else f"{low:g}-{high:g}"
+
+
+def shares(abs_yaw: np.ndarray, weights: np.ndarray) -> list[float]:
+    """Weighted share (%) of faces in each of :data:`YAW_RANGES`, then the share >= 60 deg."""
+    total = weights.sum()
+    out = [100.0 * weights[(abs_yaw >= a) & (abs_yaw < b)].sum() / total for a, b in YAW_RANGES]
+    return [*out, 100.0 * weights[abs_yaw >= 60.0].sum() / total]
+
+
+def summary_row(name: str, component: str, r: str, abs_yaw: np.ndarray, repeats: np.ndarray) -> str:
+    """One Markdown row: shares per |yaw| range, balanced set size and largest repeat."""
+    cells = [f"{s:.1f}" for s in shares(abs_yaw, repeats.astype(np.float64))]
+    size = int(repeats.sum())
+    return (
+        f"| {name} | {component} | {r} | {' | '.join(cells)} | {size:,} "
+        f"({size / len(repeats):.2f} N) | {int(repeats.max())} |"
+    )
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two ``(N,)`` arrays."""
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=default_data(), help="aflw_shapes folder")
+    parser.add_argument("--bins", type=int, default=9, help="histogram bins K")
+    parser.add_argument("--sweep", action="store_true", help="also sweep the repeat cap")
+    args = parser.parse_args()
+
+    landmarks, visibility, yaw = load_aflw_shapes(
+        args.data / "AFLW_GT_pts21.npy", args.data / "AFLW_GT_crop_yaws.npy"
+    )
+    abs_yaw = np.abs(yaw.astype(np.float64))
+    flip = AFLW19.flip_array()
+    n = len(landmarks)
+    print(
+        f"{n:,} faces, {100 * (~visibility).mean():.1f}% of points invisible, "
+        f"K = {args.bins}, max_repeat default = {DEFAULT_MAX_REPEAT}\n"
+    )
+
+    strategies = {
+        "paper": PoseBalance("paper", num_bins=args.bins, component=1),
+        "improved": PoseBalance("improved", num_bins=args.bins),
+        "improved, fill=mirror": PoseBalance("improved", num_bins=args.bins, fill="mirror"),
+    }
+    plans = {name: s.plan(landmarks, visibility, flip) for name, s in strategies.items()}
+
+    ranges = " | ".join(f"{range_name(a, b)} %" for a, b in YAW_RANGES)
+    print(f"| mode | component | r(abs c, abs yaw) | {ranges} | >=60 % | faces | max repeat |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(summary_row("before", "-", "-", abs_yaw, np.ones(n, dtype=np.int64)))
+    for name, plan in plans.items():
+        r = f"{pearson(np.abs(plan.coefficient), abs_yaw):.3f}"
+        print(summary_row(name, str(plan.component), r, abs_yaw, plan.repeats))
+    oracle, _, _ = histogram_repeats(abs_yaw, args.bins, DEFAULT_MAX_REPEAT)
+    print(summary_row(f"oracle: true abs yaw, cap {DEFAULT_MAX_REPEAT}", "-", "1", abs_yaw, oracle))
+
+    print("\nMedian |coefficient| per |yaw| band, relative to the median over all faces:\n")
+    bands = [(abs_yaw >= a) & (abs_yaw < b) for a, b in BANDS]
+    print("| mode | " + " | ".join(range_name(a, b) for a, b in BANDS) + " |")
+    print("|---" * (len(BANDS) + 1) + "|")
+    print("| faces | " + " | ".join(f"{int(m.sum()):,}" for m in bands) + " |")
+    for name, plan in plans.items():
+        magnitude = np.abs(plan.coefficient)
+        scale = np.median(magnitude)
+        cells = [f"{np.median(magnitude[m]) / scale:.2f}" for m in bands]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+    if args.sweep:
+        print("\nImproved mode per repeat cap:\n")
+        magnitude = np.abs(plans["improved"].coefficient)
+        counts = np.bincount(plans["improved"].bins, minlength=args.bins)
+        uncapped = np.rint(counts.max() / np.maximum(counts, 1)).astype(np.int64)
+        print(f"faces per bin: {counts.tolist()}; uncapped repeats: {uncapped.tolist()}\n")
+        print("| max_repeat | >=30 % | >=60 % | faces (x N) |")
+        print("|---|---|---|---|")
+        for cap in (1, 2, 4, 8, 12, 16, 20, 25, 32, None):
+            repeats, _, _ = histogram_repeats(magnitude, args.bins, cap)
+            weights = repeats.astype(np.float64)
+            share30 = 100.0 * weights[abs_yaw >= 30.0].sum() / weights.sum()
+            share60 = shares(abs_yaw, weights)[-1]
+            print(f"| {cap} | {share30:.1f} | {share60:.1f} | {weights.sum() / n:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
