@@ -51,14 +51,21 @@ def job_label(job: Path) -> str:
     return " ".join(o for o in overrides if not o.startswith(("hydra.", "+trainer.enable")))
 
 
+def distinguishing_labels(jobs: list[Path]) -> list[str]:
+    """Each job's overrides without those every job shares (e.g. ``loss=wing``)."""
+    overrides = [job_label(job).split() for job in jobs]
+    shared = set.intersection(*(set(o) for o in overrides)) if len(jobs) > 1 else set()
+    return [" ".join(o for o in own if o not in shared) or " ".join(own) for own in overrides]
+
+
 def table(jobs: list[Path]) -> str:
     """A Markdown table of the jobs' test metrics (NMEs in %, FR in %, AUC as a fraction)."""
     metrics = [json.loads((job / "metrics.json").read_text()) for job in jobs]
     columns = [c for c in COLUMNS if any(c in m for m in metrics)]
     header = ["job", *(c.removeprefix("test/") for c in columns), "fit time (min)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for job, values in zip(jobs, metrics, strict=True):
-        cells = [job_label(job)]
+    for label, values in zip(distinguishing_labels(jobs), metrics, strict=True):
+        cells = [label]
         for column in columns:
             value = values.get(column)
             scale = 1 if "auc" in column else 100
@@ -86,7 +93,12 @@ def main() -> None:
     jobs = job_folders(args.sweep_dir)
     markdown = table(jobs)
     (args.sweep_dir / "report.md").write_text(markdown + "\n")
-    curves = {job_label(job): nmes for job in jobs if (nmes := primary_nmes(job)) is not None}
+    labels = distinguishing_labels(jobs)
+    curves = {
+        label: nmes
+        for label, job in zip(labels, jobs, strict=True)
+        if (nmes := primary_nmes(job)) is not None
+    }
     if curves:
         plot_ced(curves, args.threshold, args.sweep_dir / "ced.png", args.sweep_dir.name)
     print(markdown)
