@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+from shared_data import REAL_AFLW_SHAPES, needs_real_aflw_shapes
 from wingface.data.balance import (
     DEFAULT_MAX_REPEAT,
     BalancePlan,
@@ -383,17 +381,8 @@ def test_component_out_of_range_names_the_config_key() -> None:
 # --------------------------------------------------------------------------- real AFLW shapes
 
 
-def _data_root() -> Path:
-    """The shared real-data folder (``WINGFACE_DATA_ROOT`` or ``../shared/data``)."""
-    env = os.environ.get("WINGFACE_DATA_ROOT")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-REAL_SHAPES = _data_root() / "aflw_shapes"
-needs_real_shapes = pytest.mark.skipif(
-    not (REAL_SHAPES / "AFLW_GT_pts21.npy").is_file(),
-    reason=f"real AFLW shapes not found in {REAL_SHAPES} (set WINGFACE_DATA_ROOT to its parent)",
-)
+REAL_SHAPES = REAL_AFLW_SHAPES
+needs_real_shapes = needs_real_aflw_shapes
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -12,21 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shared_data import REAL_300W, needs_real_300w
 from wingface.data.formats.pts import load_300w, read_image_rgb, read_pts, write_pts
 from wingface.landmarks import IBUG68
 
-
-def _data_root() -> Path:
-    """The shared real-data folder (``WINGFACE_DATA_ROOT`` or ``../shared/data``)."""
-    env = os.environ.get("WINGFACE_DATA_ROOT")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-REAL_300W = _data_root() / "300w"
-needs_real_300w = pytest.mark.skipif(
-    not REAL_300W.is_dir(),
-    reason=f"real 300-W data not found at {REAL_300W} (set WINGFACE_DATA_ROOT to its parent)",
-)
 FUZZ = settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

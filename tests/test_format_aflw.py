@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from shared_data import REAL_AFLW_SHAPES, needs_real_aflw_shapes
 from wingface.data.formats.aflw import (
     AFLW19_NAMES,
     AFLW21_TO_19,
@@ -18,18 +18,8 @@ from wingface.data.formats.aflw import (
 )
 from wingface.landmarks import AFLW19
 
-
-def _data_root() -> Path:
-    """The shared real-data folder (``WINGFACE_DATA_ROOT`` or ``../shared/data``)."""
-    env = os.environ.get("WINGFACE_DATA_ROOT")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-REAL_SHAPES = _data_root() / "aflw_shapes"
-needs_real_shapes = pytest.mark.skipif(
-    not (REAL_SHAPES / "AFLW_GT_pts21.npy").is_file(),
-    reason=f"real AFLW shapes not found in {REAL_SHAPES} (set WINGFACE_DATA_ROOT to its parent)",
-)
+REAL_SHAPES = REAL_AFLW_SHAPES
+needs_real_shapes = needs_real_aflw_shapes
 
 HEADER = "image_name,scale,box_size,center_w,center_h," + ",".join(
     f"original_{i}_x,original_{i}_y" for i in range(1, 20)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from functools import partial
 from pathlib import Path
 
@@ -11,16 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from shared_data import REAL_300W, needs_real_300w
 from wingface.data.datamodule import FaceDataModule
 from wingface.data.formats.pts import load_300w, write_pts
 from wingface.data.sources import TrainTestSource, split_off_validation
 from wingface.evaluation import EvaluationProtocol
 from wingface.metrics import normalising_distance, per_image_nme
-
-SHARED_DATA = Path(
-    os.environ.get("WINGFACE_DATA_ROOT", Path(__file__).resolve().parents[2] / "shared" / "data")
-)
-REAL_300W = SHARED_DATA / "300w"
 
 
 def make_300w_folder(root: Path, folder: str, count: int, seed: int) -> None:
@@ -92,7 +87,7 @@ def test_datamodule_reports_test_subsets_of_present_folders(tiny_300w: Path) -> 
     assert batch["image"].shape == (5, 3, 64, 64) and batch["image"].dtype == torch.uint8
 
 
-@pytest.mark.skipif(not REAL_300W.is_dir(), reason=f"real 300-W data not found at {REAL_300W}")
+@needs_real_300w
 def test_real_lfpw_mean_shape_baseline_matches_the_reference() -> None:
     """The training mean shape scores 15.75% inter-ocular / 21.76% inter-pupil NME on the 224
     lfpw/testset faces (reference values of the data's README); our crops must reproduce it."""
