@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +74,6 @@ def test_image_size_changes_resolution_not_content() -> None:
     assert np.abs(shrunk - small.images).mean() < 12
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parallel rendering forks")
 def test_parallel_rendering_matches_serial() -> None:
     serial = generate_synthetic_faces(130, seed=2, image_size=32, num_workers=1)
     parallel = generate_synthetic_faces(130, seed=2, image_size=32, num_workers=2)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import sys
 import tempfile
 import time
 import zipfile
@@ -1131,10 +1130,14 @@ def _available_cores() -> int:
 def _render_parallel(
     num_faces: int, seed: int, image_size: int, workers: int
 ) -> tuple[np.ndarray, ...]:
-    """Render in chunks on ``workers`` forked processes (results identical to serial)."""
+    """Render in chunks on ``workers`` spawned processes (results identical to serial).
+
+    Spawned, not forked: a fork taken after torch, OpenCV or OpenMP have started their thread
+    pools (any training or test process) can deadlock in the child.
+    """
     chunk = max(64, -(-num_faces // (4 * workers)))
     bounds = [(i, min(i + chunk, num_faces)) for i in range(0, num_faces, chunk)]
-    context = multiprocessing.get_context("fork")
+    context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(
         max_workers=workers, mp_context=context, initializer=_init_worker
     ) as pool:
@@ -1148,23 +1151,20 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)
 
 
-def _can_fork() -> bool:
-    """Forked workers need no importable main module; only used where fork is the safe norm."""
-    return (
-        sys.platform.startswith("linux")
-        and "fork" in multiprocessing.get_all_start_methods()
-        and not multiprocessing.current_process().daemon  # daemons may not have children
-    )
+def _can_spawn_workers() -> bool:
+    """Worker processes are allowed (daemonic processes, e.g. data-loader workers, may not
+    have children)."""
+    return not multiprocessing.current_process().daemon
 
 
 def _render_all(
     num_faces: int, seed: int, image_size: int, num_workers: int | None
 ) -> tuple[np.ndarray, ...]:
-    """All faces, stacked; in parallel chunks for large sets where forking is available."""
+    """All faces, stacked; in parallel chunks for large sets where worker processes are allowed."""
     if num_workers is None:
         num_workers = min(_available_cores(), 8) if num_faces >= _PARALLEL_MIN_FACES else 1
     num_workers = max(1, min(num_workers, num_faces // 64 or 1))
-    if num_workers > 1 and _can_fork():
+    if num_workers > 1 and _can_spawn_workers():
         try:
             return _render_parallel(num_faces, seed, image_size, num_workers)
         except (OSError, RuntimeError, BrokenProcessPool) as error:
@@ -1179,7 +1179,7 @@ def generate_synthetic_faces(
 
     Face ``i`` depends only on ``(seed, i, image_size)``: not on ``num_faces`` nor on how many
     worker processes render the set (``num_workers``; None: all available cores for large sets,
-    one process below 1,000 faces). Parallel rendering forks worker processes (Linux only).
+    one process below 1,000 faces). Parallel rendering spawns worker processes.
 
     Returns:
         A FaceSet with images ``(N, S, S, 3)`` uint8 RGB, landmarks ``(N, 68, 2)`` float32
