@@ -316,6 +316,17 @@ class _PerImageNMEMetric(Metric):
             return torch.zeros(0, dtype=torch.float32, device=self.device)
         return dim_zero_cat(self.nmes)
 
+    def compute(self) -> Tensor:
+        """The metric over every image seen (NaN if none was)."""
+        values = self._values()
+        if values.numel() == 0:
+            return torch.tensor(float("nan"), dtype=torch.float32, device=self.device)
+        return self._summarise(values)
+
+    def _summarise(self, values: Tensor) -> Tensor:
+        """The metric from the ``(N,)`` float32 per-image NMEs (N >= 1)."""
+        raise NotImplementedError
+
     def per_image(self) -> Tensor:
         """``(N,)`` float32 per-image NMEs (fractions) of every image seen since the last reset.
 
@@ -342,11 +353,8 @@ class LandmarkNME(_PerImageNMEMetric):
 
     higher_is_better = False
 
-    def compute(self) -> Tensor:
-        """Scalar float32 mean NME (NaN if no image was seen)."""
-        values = self._values()
-        if values.numel() == 0:
-            return torch.tensor(float("nan"), dtype=torch.float32, device=self.device)
+    def _summarise(self, values: Tensor) -> Tensor:
+        """Scalar float32 mean NME."""
         return values.mean()
 
 
@@ -377,11 +385,8 @@ class FailureRate(_ThresholdedNMEMetric):
 
     higher_is_better = False
 
-    def compute(self) -> Tensor:
-        """Scalar float32 failure rate in ``[0, 1]`` (NaN if no image was seen)."""
-        values = self._values()
-        if values.numel() == 0:
-            return torch.tensor(float("nan"), dtype=torch.float32, device=self.device)
+    def _summarise(self, values: Tensor) -> Tensor:
+        """Scalar float32 failure rate in ``[0, 1]``."""
         return (values > self.threshold).to(torch.float32).mean()
 
 
@@ -399,9 +404,6 @@ class CEDAUC(_ThresholdedNMEMetric):
 
     higher_is_better = True
 
-    def compute(self) -> Tensor:
-        """Scalar float32 AUC in ``[0, 1]`` (NaN if no image was seen)."""
-        values = self._values()
-        if values.numel() == 0:
-            return torch.tensor(float("nan"), dtype=torch.float32, device=self.device)
+    def _summarise(self, values: Tensor) -> Tensor:
+        """Scalar float32 AUC in ``[0, 1]``."""
         return (self.threshold - values).clamp(min=0).mean() / self.threshold
