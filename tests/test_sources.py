@@ -93,7 +93,7 @@ def test_real_lfpw_mean_shape_baseline_matches_the_reference() -> None:
     lfpw/testset faces (reference values of the data's README); our crops must reproduce it."""
     source = folders_source(REAL_300W, ["afw", "helen/trainset", "lfpw/trainset"], ["lfpw/testset"])
     datamodule = FaceDataModule(source, str(REAL_300W), "300w", 68, 64, num_workers=0)
-    datamodule.setup("test")
+    datamodule.setup()  # every split: the test below compares train and test
     assert len(datamodule.crops["train"]) + len(source.load("val")) == 2012
     test = torch.from_numpy(datamodule.crops["test"].input_landmarks())
     assert len(test) == 224
@@ -111,3 +111,10 @@ def test_yaw_bins_partition_the_faces() -> None:
     np.testing.assert_array_equal(flags["yaw_0_30"], [1, 1, 0, 0, 0, 0])
     np.testing.assert_array_equal(flags["yaw_30_60"], [0, 0, 1, 0, 0, 1])
     np.testing.assert_array_equal(flags["yaw_60_90"], [0, 0, 0, 1, 1, 0])
+
+
+def test_testing_alone_reads_no_training_data(tiny_300w: Path) -> None:
+    source = folders_source(tiny_300w, ["afw"], ["lfpw/testset"], 0.2)
+    datamodule = FaceDataModule(source, str(tiny_300w), "300w", 68, 64, num_workers=0)
+    datamodule.setup("test")
+    assert set(datamodule.crops) == {"test"}

@@ -110,9 +110,9 @@ class FaceDataModule(L.LightningDataModule):
         return self.crops[split]
 
     def setup(self, stage: str | None = None) -> None:
-        """Load and crop the splits the stage needs (the train split is always loaded)."""
-        train = self._crops("train")
-        if self.train_repeats is None:
+        """Load and crop the splits the stage needs (testing alone never reads training data)."""
+        if stage in (None, "fit") and self.train_repeats is None:
+            train = self._crops("train")
             repeats = np.asarray(
                 self.balance(train.landmarks, train.visibility, self.scheme.flip_array()),
                 dtype=np.int64,
