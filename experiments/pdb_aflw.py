@@ -9,7 +9,9 @@ K = 9) and in the improved mode, and prints Markdown tables: the share of faces 
 before and after balancing (after = weighted by the repeat counts), the median |pose
 coefficient| per |yaw| range, and with ``--sweep`` the improved mode's result per repeat cap.
 The yaw is only used to evaluate; balancing sees the shapes alone. The row "oracle" balances
-on the true |yaw| with the same bins and cap: what a perfect pose coefficient would give.
+on the true |yaw| with the same bins and cap: what a perfect pose coefficient would give; the
+"linear fit" rows balance on the |yaw| predicted by a least-squares fit *to the true yaw* from
+the same shape vectors: the best any single linear shape direction could do.
 """
 
 from __future__ import annotations
@@ -20,7 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
-from wingface.data.balance import DEFAULT_MAX_REPEAT, PoseBalance, histogram_repeats
+from wingface.data.balance import (
+    DEFAULT_MAX_REPEAT,
+    DEFAULT_VISIBILITY_WEIGHT,
+    PoseBalance,
+    fill_invisible,
+    histogram_repeats,
+    procrustes_align,
+    shape_vectors,
+)
 from wingface.data.formats.aflw import load_aflw_shapes
 from wingface.landmarks import AFLW19
 
@@ -66,6 +76,24 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
+def supervised_ceiling(
+    landmarks: np.ndarray, visibility: np.ndarray, yaw: np.ndarray, weight: float
+) -> np.ndarray:
+    """|yaw| predicted by least squares from the improved mode's shape vectors (uses the yaw!).
+
+    Not a balancing method: the best any *linear* function of the aligned coordinates and the
+    visibility pattern can do, i.e. an upper bound for a single principal component.
+
+    Returns:
+        ``(N,)`` absolute predicted yaw (degrees).
+    """
+    aligned, mean = procrustes_align(landmarks, visibility)
+    vectors = shape_vectors(fill_invisible(aligned, visibility, mean), visibility, weight)
+    design = np.concatenate([vectors, np.ones((len(vectors), 1))], axis=1)
+    solution, *_ = np.linalg.lstsq(design, yaw, rcond=None)
+    return np.abs(design @ solution)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=default_data(), help="aflw_shapes folder")
@@ -87,6 +115,9 @@ def main() -> None:
     strategies = {
         "paper": PoseBalance("paper", num_bins=args.bins, component=1),
         "improved": PoseBalance("improved", num_bins=args.bins),
+        "improved, visibility_weight=0": PoseBalance(
+            "improved", num_bins=args.bins, visibility_weight=0
+        ),
         "improved, fill=mirror": PoseBalance("improved", num_bins=args.bins, fill="mirror"),
     }
     plans = {name: s.plan(landmarks, visibility, flip) for name, s in strategies.items()}
@@ -100,6 +131,12 @@ def main() -> None:
         print(summary_row(name, str(plan.component), r, abs_yaw, plan.repeats))
     oracle, _, _ = histogram_repeats(abs_yaw, args.bins, DEFAULT_MAX_REPEAT)
     print(summary_row(f"oracle: true abs yaw, cap {DEFAULT_MAX_REPEAT}", "-", "1", abs_yaw, oracle))
+    for weight in (0.0, DEFAULT_VISIBILITY_WEIGHT):
+        predicted = supervised_ceiling(landmarks, visibility, yaw.astype(np.float64), weight)
+        repeats, _, _ = histogram_repeats(predicted, args.bins, DEFAULT_MAX_REPEAT)
+        r = f"{pearson(predicted, abs_yaw):.3f}"
+        name = f"linear fit to yaw, visibility_weight={weight:g}"
+        print(summary_row(name, "-", r, abs_yaw, repeats))
 
     print("\nMedian |coefficient| per |yaw| band, relative to the median over all faces:\n")
     bands = [(abs_yaw >= a) & (abs_yaw < b) for a, b in BANDS]

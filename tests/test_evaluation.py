@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from wingface.evaluation import EvaluationProtocol, plot_ced
+from wingface.evaluation import EvaluationProtocol, plot_ced, plot_nme_per_pose
 
 
 def test_summary_matches_hand_computed_values() -> None:
@@ -56,3 +58,39 @@ def test_ced_plot_is_written(tmp_path) -> None:
     path = plot_ced({"all": np.array([0.01, 0.04, 0.2])}, 0.10, tmp_path / "ced.png", "t")
     assert path.stat().st_size > 1000
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_pose_subsets_must_be_subsets() -> None:
+    with pytest.raises(ValueError, match=r"data\.protocol\.pose_subsets"):
+        EvaluationProtocol(subsets={"a": ["a"]}, pose_subsets=["a", "b"])
+
+
+def test_pose_rows_and_plot(tmp_path: Path) -> None:
+    protocol = EvaluationProtocol(
+        normalisations=["inter_ocular", "box"],
+        thresholds=[0.1],
+        subsets={"frontal": ["f"], "profile": ["p"], "other": ["o"]},
+        pose_subsets=["frontal", "profile"],
+    )
+    values = {}
+    values.update(
+        protocol.summarise(
+            {"inter_ocular": np.array([0.02, 0.04]), "box": np.array([0.01, 0.02])}, "test/frontal/"
+        )
+    )
+    values.update(
+        protocol.summarise(
+            {"inter_ocular": np.array([0.2]), "box": np.array([0.05])}, "test/profile/"
+        )
+    )
+    columns, rows = protocol.pose_rows(values, {"frontal": 2, "profile": 1, "other": 5})
+    assert columns == ["pose", "faces", "nme %", "nme_box %", "fr_0.10 %"]
+    np.testing.assert_allclose(np.array([r[2:] for r in rows]), [[3, 1.5, 0], [20, 5, 100]])
+    assert [r[:2] for r in rows] == [["frontal", 2], ["profile", 1]]
+    path = plot_nme_per_pose(columns, rows, tmp_path / "pose.png", "title")
+    assert path.stat().st_size > 1000
+    # a pose subset the test split does not have is left out of the table
+    _, partial = protocol.pose_rows(
+        {k: v for k, v in values.items() if "profile" not in k}, {"frontal": 2}
+    )
+    assert [r[0] for r in partial] == ["frontal"]

@@ -88,6 +88,23 @@ def test_multirun_gives_each_loss_a_readable_folder_and_wandb_run(
         assert (job / "checkpoints" / "last.ckpt").is_file()
         metrics = json.loads((job / "metrics.json").read_text())
         assert "test/nme" in metrics and "val/nme_best" in metrics
+        assert metrics["train/epoch_samples"] == 96  # no balancing: every training face once
+        # NME per pose bin: CSV and plot in the job folder, table and plot in the W&B run
+        with (job / "nme_per_pose.csv").open() as handle:
+            pose_rows = list(csv.DictReader(handle))
+        assert [r["pose"] for r in pose_rows] == [
+            s for s in ("yaw_0_30", "yaw_30_60", "yaw_60_90") if f"test/{s}/nme" in metrics
+        ]
+        for row in pose_rows:
+            expected = 100 * metrics[f"test/{row['pose']}/nme"]
+            assert float(row["nme %"]) == pytest.approx(expected, abs=1e-4)  # 4 decimals
+        media = offline_runs[0] / "files" / "media"
+        tables = list((media / "table" / "test").glob("nme_per_pose_*.table.json"))
+        assert len(tables) == 1, f"{job.name}: expected the per-pose W&B table, got {tables}"
+        table = json.loads(tables[0].read_text())
+        assert table["columns"][:3] == ["pose", "faces", "nme %"]
+        assert [row[0] for row in table["data"]] == [r["pose"] for r in pose_rows]
+        assert list((media / "images" / "test").glob("nme_per_pose_plot_*.png"))
     assert len(run_ids) == 4
 
     printed = run_script("report.py", [str(sweep_dir)], subprocess_env).stdout

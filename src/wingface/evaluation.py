@@ -11,10 +11,16 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from wingface.metrics import NORMALISATIONS, ced_auc, ced_curve, failure_rate
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +35,24 @@ class EvaluationProtocol:
         thresholds: failure-rate and CED-AUC limits (fractions), e.g. ``[0.08, 0.10]``.
         subsets: named test subsets, each the union of faces carrying any of the listed
             attribute flags (e.g. ``common: [helen/testset, lfpw/testset]``).
+        pose_subsets: the subsets that form the pose axis, from frontal to the largest poses
+            (e.g. ``[yaw_0_30, yaw_30_60, yaw_60_90]``); reported together as the NME-per-pose
+            table and plot. Each must be one of ``subsets``.
     """
 
     normalisations: Sequence[str] = ("inter_ocular", "inter_pupil", "box")
     thresholds: Sequence[float] = (0.08, 0.10)
     subsets: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    pose_subsets: Sequence[str] = ()
 
     def __post_init__(self) -> None:
+        self.pose_subsets = tuple(self.pose_subsets)
+        unknown = [name for name in self.pose_subsets if name not in dict(self.subsets)]
+        if unknown:
+            raise ValueError(
+                f"data.protocol.pose_subsets: {unknown} are not among data.protocol.subsets "
+                f"{list(dict(self.subsets))}"
+            )
         self.normalisations = tuple(self.normalisations)
         self.thresholds = tuple(float(t) for t in self.thresholds)
         self.subsets = {name: tuple(flags) for name, flags in dict(self.subsets).items()}
@@ -103,6 +120,80 @@ class EvaluationProtocol:
             out[f"{prefix}auc_{threshold:.2f}"] = ced_auc(primary, threshold)
         return out
 
+    def pose_rows(
+        self, values: Mapping[str, float], sizes: Mapping[str, int], prefix: str = "test/"
+    ) -> tuple[list[str], list[list]]:
+        """The NME-per-pose table from summarised values (see :meth:`summarise`).
+
+        Args:
+            values: ``{prefix}{subset}/nme...`` numbers for the pose subsets (fractions).
+            sizes: faces per subset.
+            prefix: the prefix the values were summarised with.
+
+        Returns:
+            ``(columns, rows)``: ``pose``, ``faces``, then NME per normalisation and FR per
+            threshold in percent; one row per pose subset present in ``values``, in
+            :attr:`pose_subsets` order.
+        """
+        names = [self.metric_name(norm) for norm in self.normalisations]
+        failures = [f"fr_{t:.2f}" for t in self.thresholds]
+        columns = ["pose", "faces", *(f"{n} %" for n in names), *(f"{f} %" for f in failures)]
+        rows = []
+        for subset in self.pose_subsets:
+            if f"{prefix}{subset}/nme" not in values:
+                continue
+            numbers = [100.0 * values[f"{prefix}{subset}/{k}"] for k in (*names, *failures)]
+            rows.append([subset, int(sizes[subset]), *numbers])
+        return columns, rows
+
+
+def _pyplot() -> ModuleType:
+    """``matplotlib.pyplot`` on the non-interactive Agg backend (safe in workers and CI)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save_figure(fig: Figure, ax: Axes, path: str | Path, title: str) -> Path:
+    """Title ``ax``, save ``fig`` as ``path`` (folders created) and close it."""
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    _pyplot().close(fig)
+    return path
+
+
+def plot_nme_per_pose(
+    columns: Sequence[str], rows: Sequence[Sequence], path: str | Path, title: str = ""
+) -> Path:
+    """Save a bar chart of the primary NME (third column of :meth:`pose_rows`) per pose bin.
+
+    Each bar is labelled with its NME (%) and its number of faces.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
+    labels = [str(row[0]) for row in rows]
+    nmes = [float(row[2]) for row in rows]
+    bars = ax.bar(labels, nmes, color="#4c72b0")
+    for bar, row in zip(bars, rows, strict=True):
+        ax.annotate(
+            f"{float(row[2]):.2f}\n({int(row[1])} faces)",
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
+    ax.set_ylabel(columns[2])
+    ax.set_ylim(0, max(nmes, default=1.0) * 1.25)
+    ax.grid(axis="y", alpha=0.3)
+    return _save_figure(fig, ax, path, title)
+
 
 def plot_ced(
     curves: Mapping[str, np.ndarray], threshold: float, path: str | Path, title: str = ""
@@ -111,11 +202,7 @@ def plot_ced(
 
     The x axis is the NME in percent up to ``threshold``; the y axis the share of images.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
     for label, nmes in curves.items():
         x, y = ced_curve(np.asarray(nmes, dtype=np.float64), threshold, 501)
@@ -127,11 +214,4 @@ def plot_ced(
     ax.set_ylabel("share of images")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    if title:
-        ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, ax, path, title)

@@ -16,7 +16,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import CatMetric, MinMetric
 
-from wingface.evaluation import EvaluationProtocol, plot_ced
+from wingface.evaluation import EvaluationProtocol, plot_ced, plot_nme_per_pose
 from wingface.metrics import LandmarkNME
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,13 @@ class LandmarkModule(L.LightningModule):
     def on_train_start(self) -> None:
         self.val_nme_best.reset()
 
+    def on_train_epoch_start(self) -> None:
+        """Log the epoch's size: ``train/epoch_samples`` (all ranks, after balancing)."""
+        sampler = getattr(self.trainer.train_dataloader, "sampler", None)
+        epoch_size = getattr(sampler, "epoch_size", None)
+        if epoch_size is not None:
+            self.log("train/epoch_samples", float(epoch_size), on_step=False, on_epoch=True)
+
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         pred, loss = self._step(batch)
         visible = batch["visibility"] > 0
@@ -147,12 +154,14 @@ class LandmarkModule(L.LightningModule):
         values = self.protocol.summarise(per_image, "test/")
         masks = self.trainer.datamodule.test_subset_masks()
         curves = {"all": per_image[self.protocol.primary]}
+        sizes = {}
         for name, mask in masks.items():
             selected = mask[indices]
             if selected.any():
                 subset = {n: v[selected] for n, v in per_image.items()}
                 values.update(self.protocol.summarise(subset, f"test/{name}/"))
                 curves[name] = subset[self.protocol.primary]
+                sizes[name] = int(selected.sum())
         if torch.isfinite(self.mean_shape).all():
             values["test/nme_mean_shape"] = float(self.test_mean_shape_nme.compute())
             self.test_mean_shape_nme.reset()
@@ -160,6 +169,7 @@ class LandmarkModule(L.LightningModule):
         if self.trainer.is_global_zero:
             self._save_ced(curves)
             self._save_per_image(indices, per_image)
+            self._save_nme_per_pose(values, sizes)
 
     def _save_ced(self, curves: dict[str, np.ndarray]) -> None:
         """Plot the test CED curves into the run folder and send them to the loggers."""
@@ -172,6 +182,26 @@ class LandmarkModule(L.LightningModule):
         for logger in self.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_image(key="test/ced", images=[str(path)])
+
+    def _save_nme_per_pose(self, values: dict[str, float], sizes: dict[str, int]) -> None:
+        """Write ``nme_per_pose.csv`` and ``nme_per_pose.png`` (the protocol's pose subsets)
+        to the run folder and send them to W&B as a table and an image."""
+        assert self.protocol is not None
+        columns, rows = self.protocol.pose_rows(values, sizes)
+        if not rows:
+            return
+        folder = Path(self.trainer.default_root_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        with (folder / "nme_per_pose.csv").open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(columns)
+            writer.writerows([r[:2] + [f"{v:.4f}" for v in r[2:]] for r in rows])
+        title = f"test NME per pose ({self.protocol.primary})"
+        path = plot_nme_per_pose(columns, rows, folder / "nme_per_pose.png", title)
+        for logger in self.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_table(key="test/nme_per_pose", columns=columns, data=rows)
+                logger.log_image(key="test/nme_per_pose_plot", images=[str(path)])
 
     def _save_per_image(self, indices: np.ndarray, per_image: dict[str, np.ndarray]) -> Path:
         """Write ``test_per_image.csv`` (face name and its NME per normalisation) to the run

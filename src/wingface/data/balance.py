@@ -8,9 +8,9 @@ scheme's ``(L,)`` flip permutation, and returns ``(N,)`` int64 repeat counts, al
 principal component that carries head pose, histogram the absolute pose coefficients and repeat
 the faces of sparsely populated bins more often. The building blocks are plain functions
 (:func:`align_to`, :func:`procrustes_align`, :func:`fill_invisible`,
-:func:`fill_from_mirror_partner`, :func:`mirror_shapes`, :func:`symmetric_shape`,
+:func:`fill_from_mirror_partner`, :func:`mirror_shapes`, :func:`shape_vectors`,
 :func:`principal_components`, :func:`mirror_correlations`, :func:`pose_component`,
-:func:`visible_projection`, :func:`histogram_repeats`) so that they can be checked and reused
+:func:`observed_projection`, :func:`histogram_repeats`) so that they can be checked and reused
 on their own. :meth:`PoseBalance.plan` returns a :class:`BalancePlan` with each face's signed
 pose coefficient and bin, for evaluating results per pose.
 
@@ -20,6 +20,8 @@ root-mean-square point distance of 1 from its centroid.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,12 +36,21 @@ DEFAULT_MAX_REPEAT = 20
 """Default repeat cap of ``PoseBalance(mode="improved")``, measured on real data.
 
 On the 21,080 AFLW shapes (19 points, 21% of them invisible; ``experiments/pdb_aflw.py
---sweep``) with K = 9 bins, the uncapped repeats per |coefficient| bin are
-1, 1, 1, 1, 3, 20, 278, 1857, 2785: bins 0-5 hold 99.9% of the faces, bins 6-8 hold 25
-outliers. A cap of 20 is the smallest that fully balances every bin with at least 1% of the
-faces; above it only those outliers gain copies. The |yaw| >= 30 deg share after balancing
-(45.0% before) stops rising there: 55.9% (cap 12), 57.4% (16), 58.8% (20), 59.0% (25), while
-the epoch grows to 1.46 N (uncapped: 2.23 N, of which 0.8 N are copies of 25 faces).
+--sweep``) with K = 9 bins, the default improved coefficient gives uncapped repeats per
+|coefficient| bin of 1, 3, 3, 4, 4, 4, 2, 4, 259: the last bin holds 25 outlier faces (0.1%)
+that would fill 0.31 N of the epoch with copies. With coordinates alone
+(``visibility_weight=0``) they are 1, 1, 1, 1, 3, 20, 278, 1857, 2785. A cap of 20 is the
+smallest that fully balances every bin holding at least 1% of the faces in both; above it only
+outliers gain copies (the |yaw| >= 60 share moves by 0.1-0.3 points up to a cap of 32).
+"""
+
+DEFAULT_VISIBILITY_WEIGHT = 0.5
+"""Default weight of the visibility pattern in ``PoseBalance(mode="improved")``'s PCA.
+
+On the 21,080 AFLW shapes (``experiments/pdb_aflw.py``) the correlation between |pose
+coefficient| and |yaw| is 0.35 with coordinates alone (weight 0), 0.61 at 0.2, 0.74 at 0.3 and
+0.80 at 0.5, where it levels off (0.81 at 1.0): above 0.5 the component is the visibility
+pattern alone, and the coordinates stop separating frontal from slightly turned faces.
 """
 
 _MIN_SIZE = 1e-12
@@ -249,6 +260,29 @@ def fill_from_mirror_partner(
 # --------------------------------------------------------------------------- PCA
 
 
+def shape_vectors(
+    filled: np.ndarray, visibility: np.ndarray, visibility_weight: float
+) -> np.ndarray:
+    """Row vectors for the PCA: aligned coordinates, then the weighted visibility pattern.
+
+    Args:
+        filled: ``(N, L, 2)`` aligned shapes without gaps (mean-shape units).
+        visibility: ``(N, L)`` bool.
+        visibility_weight: weight ``w >= 0`` of the visibility entries; 0 = coordinates only.
+
+    Returns:
+        ``(N, 2 L)`` float64 ``[x0, y0, x1, y1, ...]`` when ``w == 0``, else ``(N, 3 L)`` with
+        ``w (v_j - 1/2)`` appended per point (``v_j`` = 1 visible, 0 hidden): a hidden point
+        moves a shape by ``w`` mean-shape units along its own axis. Mirroring a shape permutes
+        these entries like its points, so a one-sided visibility pattern is antisymmetric.
+    """
+    vectors = np.asarray(filled, dtype=np.float64).reshape(len(filled), -1)
+    if visibility_weight == 0:
+        return vectors
+    pattern = visibility_weight * (np.asarray(visibility, dtype=np.float64) - 0.5)
+    return np.concatenate([vectors, pattern], axis=1)
+
+
 def principal_components(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """PCA of ``(N, D)`` row vectors by SVD.
 
@@ -329,7 +363,8 @@ class BalancePlan:
         repeats: ``(N,)`` int64 repeat counts, all ``>= 1``.
         coefficient: ``(N,)`` float64 signed pose coefficient (mean-shape units): the
             projection on the pose component; in ``mode="improved"`` measured from the
-            left/right symmetric (frontal) shape, in ``mode="paper"`` from the mean shape.
+            left/right symmetric (frontal) shape (and, with a visibility weight, in units that
+            mix coordinates and visibility), in ``mode="paper"`` from the mean shape.
         bins: ``(N,)`` int64 histogram bin of ``|coefficient|``.
         component: index of the principal component used (0 = largest variance).
         bin_edges: ``(K + 1,)`` float64 edges of the ``|coefficient|`` bins.
@@ -360,21 +395,25 @@ class PoseBalance:
     * handles missing points: each shape is aligned on its visible points only; for the PCA
       its invisible points are filled from the mean shape under the face's alignment
       (:func:`fill_invisible`), so they neither distort the alignment nor add shape
-      variation; a face's pose coefficient is then fitted on its visible points only
-      (:func:`visible_projection`; invisible points get weight 0), so that missing points do
-      not pull it towards frontal. ``fill="mirror"`` first puts each invisible point whose
-      mirror partner is visible onto that partner (:func:`fill_from_mirror_partner`, a
-      self-occlusion guess that only suits data whose points go missing because the head is
-      turned away) and treats it as visible from then on;
+      variation of their own, and each face's visibility pattern joins its shape vector with
+      weight ``visibility_weight`` (:func:`shape_vectors`): a point hidden on one side only is
+      evidence of a turned head (self-occlusion), which the coordinates of a half-visible
+      profile face no longer show after alignment. ``fill="mirror"`` first puts each
+      invisible point whose mirror partner is visible onto that partner
+      (:func:`fill_from_mirror_partner`, exact for an orthographic 90-degree profile) and
+      treats it as visible from then on;
     * finds the pose component itself: the shapes and their mirror images (``x`` negated,
       points re-indexed with the flip permutation, i.e. the training set as flip augmentation
       shows it) are aligned and analysed together, so every principal component is either
       left/right symmetric or antisymmetric; the pose component is the one whose coefficient
       is most anti-correlated between shapes and their mirrors, weighted by its variance
       (:func:`pose_component`); ``component`` is not used;
-    * measures the coefficient from the projection of the left/right symmetric mean shape
-      (:func:`symmetric_shape`), so a frontal face has coefficient 0 and ``|coefficient|`` is
-      the distance from frontal, whichever side most training faces are turned to;
+    * fits each face's coefficient on its visible points (and its visibility pattern) only
+      (:func:`observed_projection`), so that missing points do not pull it towards frontal;
+    * measures the coefficient from the left/right symmetric (frontal) shape: a face's
+      coefficient is half the difference between its own coefficient and its mirror image's,
+      so a symmetric face has coefficient 0, a mirrored face the opposite coefficient, and
+      ``|coefficient|`` is the distance from frontal whichever side most faces turn to;
     * caps the repeat count at ``max_repeat`` so that a bin of a few outliers is not copied
       thousands of times.
 
@@ -387,12 +426,16 @@ class PoseBalance:
             cap); ``mode="paper"`` never caps. Default :data:`DEFAULT_MAX_REPEAT`.
         fill: how ``mode="improved"`` completes invisible points, ``"mean"`` or ``"mirror"``
             (``balance.fill``).
+        visibility_weight: weight of the visibility pattern in the improved mode's shape
+            vectors (``balance.visibility_weight``, >= 0; 0 = coordinates only). Default
+            :data:`DEFAULT_VISIBILITY_WEIGHT`; use 0 where points go missing for reasons other
+            than head pose (random occluders).
         iterations: generalised Procrustes rounds.
 
     Raises:
         ValueError: naming the config key, for an unknown mode or fill, ``num_bins < 1``,
-            ``max_repeat < 1``, a negative ``component`` or (when called) a ``component`` beyond
-            the shapes' ``2 L`` principal components.
+            ``max_repeat < 1``, a negative ``component`` or ``visibility_weight``, or (when
+            called) a ``component`` beyond the shapes' ``2 L`` principal components.
     """
 
     def __init__(
@@ -402,6 +445,7 @@ class PoseBalance:
         component: int = 0,
         max_repeat: int | None = DEFAULT_MAX_REPEAT,
         fill: str = "mean",
+        visibility_weight: float = DEFAULT_VISIBILITY_WEIGHT,
         iterations: int = 10,
     ) -> None:
         if mode not in MODES:
@@ -416,7 +460,12 @@ class PoseBalance:
             raise ValueError(
                 f"balance.max_repeat: expected an integer >= 1 or None, got {max_repeat!r}"
             )
+        if not isinstance(visibility_weight, (int, float)) or not visibility_weight >= 0:
+            raise ValueError(
+                f"balance.visibility_weight: expected a number >= 0, got {visibility_weight!r}"
+            )
         self.mode = mode
+        self.visibility_weight = float(visibility_weight)
         self.num_bins = int(num_bins)
         self.component = int(component)
         self.max_repeat = None if max_repeat is None else int(max_repeat)
@@ -501,43 +550,42 @@ class PoseBalance:
         both = np.concatenate([landmarks, mirrored])
         both_visibility = np.concatenate([visibility, mirrored_visibility])
         aligned, mean = procrustes_align(both, both_visibility, self.iterations)
-        vectors = fill_invisible(aligned, both_visibility, mean).reshape(2 * n, -1)
+        vectors = shape_vectors(
+            fill_invisible(aligned, both_visibility, mean), both_visibility, self.visibility_weight
+        )
         centre, components, variances = principal_components(vectors)
         coefficients = (vectors - centre) @ components.T
         component = pose_component(coefficients[:n], coefficients[n:], variances)
-        frontal = symmetric_shape(centre.reshape(-1, 2), flip_permutation)
-        coefficient = visible_projection(
-            aligned[:n], visibility, frontal, components[component].reshape(-1, 2)
-        )
-        return component, coefficient
+        observed = np.ones_like(vectors)  # the visibility pattern itself is always known
+        observed[:, : 2 * landmarks.shape[1]] = np.repeat(both_visibility, 2, axis=1)
+        fitted = observed_projection(vectors - centre, observed, components[component])
+        return component, (fitted[:n] - fitted[n:]) / 2.0
 
 
-def visible_projection(
-    aligned: np.ndarray, visibility: np.ndarray, origin: np.ndarray, direction: np.ndarray
+def observed_projection(
+    offsets: np.ndarray, observed: np.ndarray, direction: np.ndarray
 ) -> np.ndarray:
-    """Coefficient along one shape direction, fitted on each shape's visible points only.
+    """Coefficient along one direction, fitted on each vector's observed entries only.
 
-    For shape ``x`` with visible points ``V`` this is the least-squares ``c`` of
-    ``x_j ~ origin_j + c direction_j`` over ``j`` in ``V``:
-    ``sum_V direction_j . (x_j - origin_j) / sum_V |direction_j|^2``. With every point visible
-    it is the plain projection ``(x - origin) . direction`` (for a unit ``direction``); with
-    points missing it is not shrunk towards 0 the way a projection of a mean-filled shape is.
-    A shape whose visible points carry (almost) none of ``direction`` falls back to that
-    mean-filled projection, i.e. its invisible points count as ``origin``'s.
+    For offset vector ``x`` (shape vector minus the PCA centre) with observed entries ``O`` this
+    is the least-squares ``c`` of ``x_j ~ c d_j`` over ``j`` in ``O``:
+    ``sum_O d_j x_j / sum_O d_j^2``. With every entry observed it is the plain projection
+    ``x . d`` (unit ``d``); with points missing it is not shrunk towards 0 the way the
+    projection of a mean-filled shape is. A vector whose observed entries carry (almost) none
+    of the direction falls back to the projection with its gaps at the mean (offset 0).
 
     Args:
-        aligned: ``(N, L, 2)`` shapes aligned in the frame of ``origin``.
-        visibility: ``(N, L)`` bool.
-        origin: ``(L, 2)`` shape at coefficient 0.
-        direction: ``(L, 2)`` unit-norm direction (a principal component).
+        offsets: ``(N, D)`` shape vectors minus the PCA centre.
+        observed: ``(N, D)`` 0/1 (or bool) mask of the entries that were measured.
+        direction: ``(D,)`` unit-norm direction (a principal component).
 
     Returns:
-        ``(N,)`` float64 coefficients (mean-shape units).
+        ``(N,)`` float64 coefficients.
     """
-    weights = np.asarray(visibility, dtype=np.float64)[..., None]
-    offsets = np.where(weights > 0, np.asarray(aligned, dtype=np.float64) - origin, 0.0)
-    numerator = (weights * offsets * direction).sum(axis=(1, 2))
-    energy = (weights * direction**2).sum(axis=(1, 2))
+    weights = np.asarray(observed, dtype=np.float64)
+    offsets = np.where(weights > 0, np.asarray(offsets, dtype=np.float64), 0.0)
+    numerator = (weights * offsets * direction).sum(axis=1)
+    energy = (weights * direction**2).sum(axis=1)
     enough = energy > 1e-3 * (direction**2).sum()
     return np.where(enough, numerator / np.where(enough, energy, 1.0), numerator)
 
@@ -571,26 +619,6 @@ def pose_component(
     return int(np.argmin(scores))
 
 
-def symmetric_shape(shape: np.ndarray, flip_permutation: np.ndarray) -> np.ndarray:
-    """The left/right symmetric shape closest to ``(L, 2)`` ``shape``.
-
-    The mirror image of ``shape`` is rotated and translated (not scaled: it has the same size)
-    onto ``shape`` and the two are averaged; the result is exactly symmetric under the flip
-    permutation (its mirror image is a rotation of it) and stays in ``shape``'s frame.
-
-    Returns:
-        ``(L, 2)`` float64.
-    """
-    z = _as_complex(shape)
-    perm = np.asarray(flip_permutation, dtype=np.int64)
-    centroid = z.mean()
-    centred = z - centroid
-    mirrored = -np.conj(centred[perm])
-    cross = (np.conj(mirrored) * centred).sum()
-    rotation = cross / abs(cross) if abs(cross) > _MIN_SIZE else 1.0
-    return _as_points((centred + rotation * mirrored) / 2.0 + centroid)
-
-
 def _replace_non_finite(landmarks: np.ndarray, visibility: np.ndarray) -> np.ndarray:
     """``(N, L, 2)`` copy with non-finite invisible points moved to the face's visible centroid."""
     points = np.array(landmarks, dtype=np.float64)
@@ -612,3 +640,42 @@ class NoBalance:
         """Repeat counts ``(N,)`` int64, all ones, for ``(N, L, 2)`` training shapes."""
         del visibility, flip_permutation
         return np.ones(len(landmarks), dtype=np.int64)
+
+
+def pose_quantile_flags(
+    landmarks: np.ndarray,
+    visibility: np.ndarray,
+    flip_permutation: np.ndarray,
+    quantiles: Sequence[float],
+) -> dict[str, np.ndarray]:
+    """Pose bins of a set of faces from their own |pose coefficient| quantiles.
+
+    The default :class:`PoseBalance` coefficient of each face (fitted on the faces given, e.g.
+    a test set's ground truth) is cut at the ``quantiles`` of its absolute value, giving flags
+    such as ``pose_q0_50`` (the more frontal half), ``pose_q50_90`` and ``pose_q90_100`` (the
+    10% most turned faces) for ``quantiles = [0.5, 0.9]``: a pose axis for data without a
+    ground-truth head pose.
+
+    Args:
+        landmarks: ``(N, L, 2)`` shapes (pixels).
+        visibility: ``(N, L)`` bool.
+        flip_permutation: ``(L,)`` the scheme's flip permutation.
+        quantiles: increasing cut points strictly between 0 and 1.
+
+    Returns:
+        ``{name: (N,) bool}``, one flag per bin, each face in exactly one bin.
+    """
+    cuts = [float(q) for q in quantiles]
+    if not cuts or any(not 0.0 < q < 1.0 for q in cuts) or sorted(set(cuts)) != cuts:
+        raise ValueError(
+            f"data.pose_quantiles: expected increasing numbers strictly between 0 and 1, "
+            f"got {list(quantiles)}"
+        )
+    magnitude = np.abs(PoseBalance().plan(landmarks, visibility, flip_permutation).coefficient)
+    edges = np.quantile(magnitude, cuts)
+    bins = np.searchsorted(edges, magnitude, side="right")
+    percents = [0, *(round(100 * q) for q in cuts), 100]
+    return {
+        f"pose_q{low}_{high}": bins == b
+        for b, (low, high) in enumerate(itertools.pairwise(percents))
+    }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import lightning as L
@@ -11,8 +11,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from wingface.data.balance import NoBalance
+from wingface.data.balance import NoBalance, pose_quantile_flags
 from wingface.data.dataset import ContextCrops, FaceCropDataset
+from wingface.data.sampler import BalancedEpochSampler
 from wingface.data.sources import FaceSource
 from wingface.data.transforms import TrainAugmentation
 from wingface.evaluation import EvaluationProtocol
@@ -47,6 +48,12 @@ class FaceDataModule(L.LightningDataModule):
         pin_memory: pin host memory for faster transfers to an accelerator.
         protocol: what the test split reports (``data.protocol``); the default protocol when
             None.
+        pose_quantiles: when set (``data.pose_quantiles``, e.g. ``[0.5, 0.9]``), the test faces
+            get pose-bin flags ``pose_q0_50``, ``pose_q50_90``, ``pose_q90_100`` from the
+            quantiles of their own |pose coefficient| (:func:`pose_quantile_flags`), for
+            per-pose results on data without a ground-truth pose.
+        seed: seeds each epoch's shuffle of the balanced training set (``data.seed``, the
+            run's ``seed`` by default), identically on every DDP rank.
     """
 
     def __init__(
@@ -65,6 +72,8 @@ class FaceDataModule(L.LightningDataModule):
         balance: Balance | None = None,
         pin_memory: bool = True,
         protocol: EvaluationProtocol | None = None,
+        pose_quantiles: Sequence[float] | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if root is not None and not Path(root).is_dir():
@@ -92,6 +101,8 @@ class FaceDataModule(L.LightningDataModule):
         self.balance = balance if balance is not None else NoBalance()
         self.pin_memory = pin_memory
         self.protocol = protocol if protocol is not None else EvaluationProtocol()
+        self.pose_quantiles = None if pose_quantiles is None else list(pose_quantiles)
+        self.seed = int(seed)
         self.crops: dict[str, ContextCrops] = {}
         self.train_repeats: np.ndarray | None = None
 
@@ -102,6 +113,15 @@ class FaceDataModule(L.LightningDataModule):
                 raise ValueError(
                     f"{split} split has {faces.num_points} landmarks per face, "
                     f"data.num_points expects {self.num_points}"
+                )
+            if split == "test" and self.pose_quantiles is not None:
+                faces.attributes.update(
+                    pose_quantile_flags(
+                        faces.landmarks,
+                        faces.visibility,
+                        self.scheme.flip_array(),
+                        self.pose_quantiles,
+                    )
                 )
             self.crops[split] = ContextCrops(
                 faces, self.input_size, self.crop_scale, self.context_scale
@@ -152,21 +172,40 @@ class FaceDataModule(L.LightningDataModule):
             )
         return FaceCropDataset(crops, indices, augment)
 
-    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(
+        self, split: str, batch_size: int, sampler: BalancedEpochSampler | None = None
+    ) -> DataLoader:
         return DataLoader(
             self.dataset(split),
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
         )
 
+    def train_sampler(self) -> BalancedEpochSampler:
+        """The balanced-epoch sampler for this process (world size and rank from the trainer)."""
+        if self.train_repeats is None:
+            self.setup("fit")
+        trainer = self.trainer
+        world_size = trainer.world_size if trainer is not None else 1
+        rank = trainer.global_rank if trainer is not None else 0
+        sampler = BalancedEpochSampler(self.train_repeats, world_size, rank, self.seed)
+        log.info(
+            "balanced epoch: %d samples from %d faces; %d per rank on %d rank(s)",
+            sampler.epoch_size,
+            len(self.train_repeats),
+            len(sampler),
+            world_size,
+        )
+        return sampler
+
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.batch_size, shuffle=True)
+        return self._loader("train", self.batch_size, self.train_sampler())
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", self.eval_batch_size, shuffle=False)
+        return self._loader("val", self.eval_batch_size)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.eval_batch_size, shuffle=False)
+        return self._loader("test", self.eval_batch_size)

@@ -1,0 +1,45 @@
+"""The training sampler: a freshly shuffled balanced epoch, the same on every rank, split."""
+
+from __future__ import annotations
+
+import numpy as np
+from torch.utils.data import DistributedSampler
+
+
+class BalancedEpochSampler(DistributedSampler):
+    """Shuffles the balanced epoch with ``(seed, epoch)`` and hands each rank a disjoint share.
+
+    The training dataset holds face ``i`` ``repeats[i]`` times (``M = sum(repeats)``
+    positions; each position is augmented independently, so every copy of a face is a different
+    sample). Each epoch the ``M`` positions are permuted by a generator seeded with
+    ``seed + epoch`` (Lightning calls :meth:`set_epoch` before every epoch), so every process
+    draws the same plan without communicating; the order is padded with its own first
+    positions to a multiple of ``num_replicas`` (at most ``num_replicas - 1`` extra samples)
+    and rank ``r`` takes positions ``r, r + R, r + 2R, ...``: the shares are disjoint and
+    together cover the whole epoch. Being a :class:`~torch.utils.data.DistributedSampler`, it
+    is used as it is under Lightning DDP (Lightning only wraps samplers that are not), and it
+    behaves the same with one process as with many.
+
+    Args:
+        repeats: ``(N,)`` int repeat counts ``>= 1`` of the training faces.
+        num_replicas: number of processes (world size).
+        rank: this process's rank, ``0 <= rank < num_replicas``.
+        seed: run seed (``seed``).
+    """
+
+    def __init__(
+        self, repeats: np.ndarray, num_replicas: int = 1, rank: int = 0, seed: int = 0
+    ) -> None:
+        repeats = np.asarray(repeats)
+        if repeats.ndim != 1 or len(repeats) == 0 or (repeats < 1).any():
+            raise ValueError("repeats must be a non-empty 1-D array of counts >= 1")
+        self.epoch_size = int(repeats.sum())
+        """Samples in one balanced epoch, all ranks together, before padding."""
+        super().__init__(
+            range(self.epoch_size),
+            num_replicas=num_replicas,
+            rank=rank,
+            shuffle=True,
+            seed=int(seed),
+            drop_last=False,
+        )
