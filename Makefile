@@ -20,12 +20,12 @@ test: $(VENV)/.installed
 	WANDB_MODE=offline $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check src tests experiments
-	$(VENV)/bin/ruff format --check src tests experiments
+	$(VENV)/bin/ruff check src tests experiments benchmarks
+	$(VENV)/bin/ruff format --check src tests experiments benchmarks
 
 format: $(VENV)/.installed
-	$(VENV)/bin/ruff format src tests experiments
-	$(VENV)/bin/ruff check --fix src tests experiments
+	$(VENV)/bin/ruff format src tests experiments benchmarks
+	$(VENV)/bin/ruff check --fix src tests experiments benchmarks
 
 clean-venv:
 	rm -rf $(VENV)
