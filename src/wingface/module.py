@@ -65,10 +65,13 @@ class LandmarkModule(L.LightningModule):
         self.val_nme_best = MinMetric()
         self.test_indices = CatMetric()
 
+    def _normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, S, S)`` uint8 (or float 0–255) images → float, ImageNet mean/std."""
+        return (images.float() - self.image_mean) / self.image_std
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 3, S, S)`` uint8 (or float 0–255) images → ``(B, L, 2)`` landmark pixels."""
-        images = (images.float() - self.image_mean) / self.image_std
-        return self.net(images)
+        return self.net(self._normalise(images))
 
     def setup(self, stage: str) -> None:
         """Build the metrics from the data module's scheme and protocol; when fitting, take
@@ -85,9 +88,20 @@ class LandmarkModule(L.LightningModule):
             self.mean_shape.copy_(datamodule.train_mean_shape())
 
     def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        pred = self(batch["image"])
-        loss = self.loss(pred, batch["landmarks"], batch["visibility"])
-        return pred, loss
+        """``(pred (B, L, 2) input pixels, scalar loss)``; a heatmap loss (``needs_heatmaps``)
+        gets the net's ``(B, L, h, w)`` heatmaps instead of the decoded coordinates."""
+        if not getattr(self.loss, "needs_heatmaps", False):
+            pred = self(batch["image"])
+            return pred, self.loss(pred, batch["landmarks"], batch["visibility"])
+        if not callable(getattr(self.net, "heatmaps", None)):
+            raise ValueError(
+                f"loss ({type(self.loss).__name__}) needs heatmaps, but model "
+                f"({type(self.net).__name__}) only predicts coordinates: use a heatmap model "
+                "(model=heatmap) or a coordinate loss (e.g. loss=wing)"
+            )
+        heat = self.net.heatmaps(self._normalise(batch["image"]))
+        pred = self.net.decode(heat)
+        return pred, self.loss(heat, batch["landmarks"], batch["visibility"])
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         _, loss = self._step(batch)
