@@ -44,6 +44,15 @@ class LandmarkModule(L.LightningModule):
         loss: ``loss(pred, target, weight)`` → scalar, see ``wingface.losses``.
         optimizer: builds the optimizer from the parameters (``optim.optimizer``).
         scheduler: builds a per-step schedule from ``(optimizer, total_steps)``, or None.
+        channels_last: keep the network's weights and its inputs in channels-last memory
+            format (``channels_last``; faster convolutions on recent GPUs).
+        compile: run the network's forward pass through ``torch.compile`` (``compile``). The
+            compiled wrapper is not a registered submodule, so checkpoints have the same keys
+            and load the same with or without it. Multi-stage training outputs
+            (``stage_outputs``) and heatmaps run eagerly.
+
+    A network with a ``stage_outputs(images, target)`` method (the cascade) is trained on the
+    sum of the loss over its stages, each ``(prediction, target)`` in that stage's pixels.
     """
 
     def __init__(
@@ -52,9 +61,17 @@ class LandmarkModule(L.LightningModule):
         loss: nn.Module,
         optimizer: Callable[..., Optimizer],
         scheduler: Callable[..., LRScheduler] | None,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
+        if channels_last:
+            net = net.to(memory_format=torch.channels_last)
         self.net = net
+        self.channels_last = channels_last
+        # kept out of the module tree (and the state dict): the compiled wrapper shares net's
+        # parameters
+        self.__dict__["compiled_net"] = torch.compile(net) if compile else None
         self.loss = loss
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -66,12 +83,17 @@ class LandmarkModule(L.LightningModule):
         self.test_indices = CatMetric()
 
     def _normalise(self, images: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, S, S)`` uint8 (or float 0–255) images → float, ImageNet mean/std."""
-        return (images.float() - self.image_mean) / self.image_std
+        """``(B, 3, S, S)`` uint8 (or float 0–255) images → float, ImageNet mean/std (in
+        channels-last memory format when ``channels_last``)."""
+        images = (images.float() - self.image_mean) / self.image_std
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 3, S, S)`` uint8 (or float 0–255) images → ``(B, L, 2)`` landmark pixels."""
-        return self.net(self._normalise(images))
+        compiled = self.__dict__["compiled_net"]
+        return (self.net if compiled is None else compiled)(self._normalise(images))
 
     def setup(self, stage: str) -> None:
         """Build the metrics from the data module's scheme and protocol; when fitting, take
@@ -91,6 +113,11 @@ class LandmarkModule(L.LightningModule):
         """``(pred (B, L, 2) input pixels, scalar loss)``; a heatmap loss (``needs_heatmaps``)
         gets the net's ``(B, L, h, w)`` heatmaps instead of the decoded coordinates."""
         if not getattr(self.loss, "needs_heatmaps", False):
+            if callable(getattr(self.net, "stage_outputs", None)):
+                images = self._normalise(batch["image"])
+                pred, stages = self.net.stage_outputs(images, batch["landmarks"])
+                losses = [self.loss(p, t, batch["visibility"]) for p, t in stages]
+                return pred, torch.stack(losses).sum()
             pred = self(batch["image"])
             return pred, self.loss(pred, batch["landmarks"], batch["visibility"])
         if not callable(getattr(self.net, "heatmaps", None)):

@@ -70,12 +70,15 @@ def build_callbacks(cfg: DictConfig, with_logger: bool = True) -> list[L.Callbac
 
 
 def build_module(cfg: DictConfig) -> LandmarkModule:
-    """The LightningModule of ``cfg``: ``model``, ``loss`` and ``optim`` groups."""
+    """The LightningModule of ``cfg``: ``model``, ``loss`` and ``optim`` groups, and the
+    ``channels_last`` / ``compile`` switches (off for run configs that predate them)."""
     return LandmarkModule(
         net=instantiate(cfg.model),
         loss=instantiate(cfg.loss),
         optimizer=instantiate(cfg.optim.optimizer),
         scheduler=instantiate(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None,
+        channels_last=bool(cfg.get("channels_last", False)),
+        compile=bool(cfg.get("compile", False)),
     )
 
 
