@@ -9,11 +9,18 @@ import torch
 from torch import nn
 
 
+def _key(name: str) -> str:
+    """A state-dict key with ``_`` and ``.`` made equal: timm's ``features_only`` wrappers
+    flatten ``stem.0`` to ``stem_0``, so a classifier's weights file is matched this way."""
+    return name.replace("_", ".")
+
+
 def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
     """Load a local state dict (``.pth``/``.pt``/``.bin`` or ``.safetensors``) into ``backbone``.
 
-    Classifier weights of the file (keys the backbone lacks, e.g. ``fc.*``) are ignored; every
-    backbone parameter must be present with the right shape.
+    The file may hold the whole timm model: classifier weights (keys the backbone lacks, e.g.
+    ``fc.*``) are ignored, and keys match a ``features_only`` backbone too (see :func:`_key`);
+    every backbone tensor must be present with the right shape.
 
     Raises:
         FileNotFoundError: naming ``model.pretrained_path`` when the file does not exist.
@@ -31,17 +38,19 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
         state = load_file(str(path))
     else:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            state = state["state_dict"]
+    by_key = {_key(k): v for k, v in state.items()}
     own = backbone.state_dict()
-    missing = [k for k in own if k not in state]
-    wrong = [k for k in own if k in state and state[k].shape != own[k].shape]
+    missing = [k for k in own if _key(k) not in by_key]
+    wrong = [k for k in own if _key(k) in by_key and by_key[_key(k)].shape != own[k].shape]
     if missing or wrong:
         raise ValueError(
             f"model.pretrained_path: {path} does not fit the backbone: "
             f"{len(missing)} missing tensors (e.g. {missing[:3]}), "
             f"{len(wrong)} of the wrong shape (e.g. {wrong[:3]})"
         )
-    backbone.load_state_dict({k: state[k] for k in own})
+    backbone.load_state_dict({k: by_key[_key(k)] for k in own})
 
 
 def create_backbone(name: str, pretrained: bool, pretrained_path: str | None) -> nn.Module:

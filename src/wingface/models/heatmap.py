@@ -8,55 +8,12 @@ integer coordinates, 0-based, on both grids; a landmark at input pixel ``x`` sit
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import timm
 import torch
 from torch import Tensor, nn
 
-
-def _key(name: str) -> str:
-    """A state-dict key with ``_`` and ``.`` made equal: timm's feature wrappers flatten
-    ``stem.0`` to ``stem_0``, so keys of a classifier's weights file are matched this way."""
-    return name.replace("_", ".")
-
-
-def load_feature_weights(features: nn.Module, path: str | Path) -> None:
-    """Load a local weights file (``.pth``/``.pt``/``.bin`` or ``.safetensors``) of the whole
-    timm model (classifier included or not) into its ``features_only`` version ``features``.
-
-    Keys the features lack (the classifier's) are ignored; every feature tensor must be present
-    with the right shape.
-
-    Raises:
-        FileNotFoundError: naming ``model.pretrained_path`` when the file does not exist.
-        ValueError: naming ``model.pretrained_path`` when the weights do not fit.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"model.pretrained_path: weights file not found: {path} (resolved: {path.resolve()}); "
-            "pretrained weights are only read from local files, never downloaded"
-        )
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-            state = state["state_dict"]
-    by_key = {_key(k): v for k, v in state.items()}
-    own = features.state_dict()
-    missing = [k for k in own if _key(k) not in by_key]
-    wrong = [k for k in own if _key(k) in by_key and by_key[_key(k)].shape != own[k].shape]
-    if missing or wrong:
-        raise ValueError(
-            f"model.pretrained_path: {path} does not fit the backbone: "
-            f"{len(missing)} missing tensors (e.g. {missing[:3]}), "
-            f"{len(wrong)} of the wrong shape (e.g. {wrong[:3]})"
-        )
-    features.load_state_dict({k: by_key[_key(k)] for k in own})
+from wingface.models.backbone import load_backbone_weights
 
 
 def refine_peaks(heatmaps: Tensor) -> Tensor:
@@ -143,7 +100,7 @@ class HeatmapRegressor(nn.Module):
             raise ValueError(f"model.deconv_channels must be > 0, got {deconv_channels}")
         self.backbone = timm.create_model(backbone, features_only=True, pretrained=False)
         if pretrained_path:
-            load_feature_weights(self.backbone, pretrained_path)
+            load_backbone_weights(self.backbone, pretrained_path)
         reduction = int(self.backbone.feature_info.reduction()[-1])
         if input_size <= 0 or input_size % reduction:
             raise ValueError(
