@@ -1,0 +1,87 @@
+"""Landmarks for your images: ``python src/predict.py ckpt_path=<file>.ckpt input=<image|folder>``.
+
+See ``conf/predict.yaml`` for the options and ``wingface.prediction_io`` for the files written.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from wingface.config import CONFIG_DIR, load_dotenv_file, register_resolvers
+from wingface.data.formats.pts import read_image_rgb
+from wingface.detect import BoxCalibration, HaarFaceDetector
+from wingface.inference import LandmarkPredictor
+from wingface.prediction_io import (
+    draw_overlay,
+    face_record,
+    list_images,
+    read_boxes_file,
+    write_csv,
+    write_image,
+    write_json,
+)
+
+register_resolvers()
+load_dotenv_file()
+log = logging.getLogger(__name__)
+
+
+def build_predictor(cfg: DictConfig) -> LandmarkPredictor:
+    """The predictor of ``cfg.ckpt_path`` with the configured detector and calibration."""
+    if not cfg.get("ckpt_path"):
+        raise ValueError(
+            "ckpt_path: give the checkpoint to predict with, e.g. "
+            "ckpt_path=outputs/train/runs/<run>/checkpoints/last.ckpt"
+        )
+    calibration = None
+    if cfg.get("calibration") is not None:
+        values = OmegaConf.to_container(cfg.calibration)
+        if not isinstance(values, dict) or not set(values) <= {"side", "shift_x", "shift_y"}:
+            raise ValueError(f"calibration: expected {{side, shift_x, shift_y}}, got {values}")
+        calibration = BoxCalibration(**values)
+    return LandmarkPredictor.from_checkpoint(
+        cfg.ckpt_path,
+        device=cfg.device,
+        detector=HaarFaceDetector(**cfg.detector),
+        calibration=calibration,
+        refine=cfg.get("refine"),
+        batch_size=cfg.batch_size,
+    )
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="predict")
+def main(cfg: DictConfig) -> None:
+    """Predict every face of every input image; write JSON, CSV and overlays."""
+    images = list_images(cfg.get("input"))
+    given = read_boxes_file(cfg.boxes, [name for name, _ in images]) if cfg.boxes else {}
+    predictor = build_predictor(cfg)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for name, path in images:
+        image = read_image_rgb(path)
+        faces = predictor(image, given.get(name))
+        source = "given" if name in given else "detector"
+        log.info("%s: %d face(s) (%s boxes)", name, len(faces), source)
+        results[name] = {
+            "width": image.shape[1],
+            "height": image.shape[0],
+            "faces": [face_record(face, source) for face in faces],
+        }
+        write_image(out / "overlays" / name, draw_overlay(image, faces, cfg.dot_radius))
+    meta = {"checkpoint": str(cfg.ckpt_path), "input": str(cfg.input)}
+    write_json(out / "landmarks.json", results, meta)
+    write_csv(out / "landmarks.csv", results)
+    total = sum(len(r["faces"]) for r in results.values())
+    log.info("%d face(s) in %d image(s): results in %s", total, len(results), out)
+
+
+if __name__ == "__main__":
+    main()

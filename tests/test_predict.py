@@ -1,0 +1,364 @@
+"""Inference for users: crop geometry, the face detector and ``src/predict.py`` end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from shared_data import REAL_300W, needs_real_300w
+from wingface.config import PROJECT_ROOT
+from wingface.data.dataset import ContextCrops, FaceCropDataset
+from wingface.data.faces import FaceSet
+from wingface.data.formats.pts import read_image_rgb, read_pts
+from wingface.data.synthetic import generate_synthetic_faces
+from wingface.data.transforms import crop_matrix, transform_points
+from wingface.detect import (
+    HAAR_TO_300W_BOX,
+    BoxCalibration,
+    HaarFaceDetector,
+    drop_overlapping,
+    group_rectangles,
+)
+from wingface.inference import LandmarkPredictor, crop_points_to_image
+from wingface.prediction_io import read_boxes_file
+
+INPUT_SIZE = 64
+CROP_SCALE = 1.28
+
+
+class OracleNet(nn.Module):
+    """A stand-in landmark model that is always right on the crops it was told about.
+
+    It returns the test-time target (landmarks in network-input pixels) of the known crop
+    closest to each input, and records how far the inputs were from those crops.
+    """
+
+    num_points = 68
+
+    def __init__(self, crops: torch.Tensor, targets: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("crops", crops.float())
+        self.register_buffer("targets", targets.float())
+        self.worst_pixel_error = 0.0
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        error = (images[:, None].float() - self.crops[None]).abs().amax(dim=(2, 3, 4))
+        best = error.min(dim=1)
+        self.worst_pixel_error = max(self.worst_pixel_error, float(best.values.max()))
+        return self.targets[best.indices]
+
+
+def faces_side_by_side(count: int) -> FaceSet:
+    """``count`` synthetic faces pasted side by side into one image (repeated per face)."""
+    faces = generate_synthetic_faces(count, seed=3, image_size=96)
+    image = np.concatenate(list(faces.images), axis=1)
+    shift = np.array([96.0, 0.0], dtype=np.float32) * np.arange(count)[:, None]
+    landmarks = faces.landmarks + shift[:, None, :]
+    return FaceSet(
+        images=[image] * count,
+        landmarks=landmarks,
+        visibility=faces.visibility,
+        boxes=np.concatenate([landmarks.min(axis=1), landmarks.max(axis=1)], axis=1),
+        flip_permutation=faces.flip_permutation,
+    )
+
+
+def test_predictor_crops_like_the_test_pipeline_and_maps_back_to_the_image() -> None:
+    faces = faces_side_by_side(3)
+    crops = ContextCrops(faces, INPUT_SIZE, CROP_SCALE, context_scale=1.25)
+    dataset = FaceCropDataset(crops, np.arange(len(faces)))
+    samples = [dataset[i] for i in range(len(dataset))]
+    oracle = OracleNet(
+        torch.stack([s["image"] for s in samples]), torch.stack([s["landmarks"] for s in samples])
+    )
+    predictor = LandmarkPredictor(oracle, INPUT_SIZE, CROP_SCALE, batch_size=2)
+
+    found = predictor(faces.images[0], boxes=faces.boxes)
+
+    # the crops are the pixels the model saw at test time (warp rounding aside) ...
+    assert oracle.worst_pixel_error <= 1.0
+    assert len(found) == 3
+    for face, truth, box in zip(found, faces.landmarks, faces.boxes, strict=True):
+        # ... and a perfect crop prediction lands exactly on the face in the image
+        assert np.abs(face.landmarks - truth).max() < 0.01
+        assert face.score is None
+        np.testing.assert_allclose(face.box, box)
+
+
+def test_crop_points_to_image_inverts_the_crop() -> None:
+    rng = np.random.default_rng(0)
+    boxes = np.array([[10.0, 20.0, 110.0, 90.0], [300.5, 7.25, 340.0, 80.0]])
+    points = rng.uniform(0, 400, size=(2, 68, 2))
+    matrices = np.stack([crop_matrix(box, CROP_SCALE, INPUT_SIZE) for box in boxes])
+    in_crop = np.stack([transform_points(p, m) for p, m in zip(points, matrices, strict=True)])
+    assert np.abs(crop_points_to_image(in_crop, matrices) - points).max() < 1e-3
+
+
+def test_predictor_without_faces_returns_nothing() -> None:
+    predictor = LandmarkPredictor(
+        OracleNet(torch.zeros(1, 3, 8, 8), torch.zeros(1, 68, 2)),
+        INPUT_SIZE,
+        CROP_SCALE,
+        detector=lambda image: [],
+    )
+    assert predictor(np.zeros((50, 60, 3), np.uint8)) == []
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        predictor(np.zeros((50, 60), np.float32))
+    with pytest.raises(ValueError, match=r"boxes: box 0 .* x1 > x0"):
+        predictor(np.zeros((50, 60, 3), np.uint8), boxes=[[10, 10, 5, 20]])
+
+
+def test_box_calibration_moves_and_scales_the_detector_box() -> None:
+    calibrate = BoxCalibration(side=0.5, shift_x=0.1, shift_y=0.2)
+    out = calibrate(np.array([[0.0, 0.0, 100.0, 80.0]]))
+    # centre (50, 40) + (10, 20); side 0.5 * 100, square
+    np.testing.assert_allclose(out, [[35.0, 35.0, 85.0, 85.0]])
+    with pytest.raises(ValueError, match="side must be > 0"):
+        BoxCalibration(side=0.0)
+
+
+def test_group_rectangles_merges_neighbouring_windows() -> None:
+    cluster = [[100 + d, 50 - d, 40, 40] for d in range(6)]
+    rects, counts = group_rectangles(np.array([*cluster, [0, 0, 30, 30]]), min_neighbors=3)
+    np.testing.assert_array_equal(rects, [[102, 48, 40, 40]])  # mean of the cluster, rounded
+    np.testing.assert_array_equal(counts, [6])  # the lone window is dropped
+
+
+def test_boxes_inside_a_larger_face_are_dropped() -> None:
+    face = [100.0, 100.0, 200.0, 200.0]
+    chin = [130.0, 180.0, 170.0, 220.0]  # half of it inside the face box
+    neighbour = [205.0, 110.0, 285.0, 190.0]  # another face beside it
+    keep = drop_overlapping(np.array([face, neighbour, chin]), max_overlap=0.1)
+    np.testing.assert_array_equal(keep, [0, 1])
+    np.testing.assert_array_equal(drop_overlapping(np.zeros((0, 4)), 0.1), [])
+
+
+def test_missing_cascade_file_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(FileNotFoundError, match="missing.xml"):
+        HaarFaceDetector(cascade=tmp_path / "missing.xml")
+    monkeypatch.setattr("wingface.detect.BUNDLED_CASCADE", tmp_path / "gone.xml")
+    monkeypatch.setattr(cv2, "data", None, raising=False)
+    with pytest.raises(FileNotFoundError, match=r"haarcascade_frontalface_default\.xml.*boxes"):
+        HaarFaceDetector()
+
+
+# OpenCV 4.14 cv2.CascadeClassifier(haarcascade_frontalface_default.xml).detectMultiScale(
+# grey, scaleFactor=1.1, minNeighbors=5, minSize=10% of the shorter side) as (x, y, w, h)
+OPENCV_RECTS = {
+    "image_0001.jpg": [54, 24, 151, 151],
+    "image_0050.jpg": [54, 24, 155, 155],
+    "image_0100.jpg": [47, 22, 178, 178],
+}
+
+
+@needs_real_300w
+@pytest.mark.parametrize("name", sorted(OPENCV_RECTS))
+def test_detector_finds_the_face_of_a_real_300w_image(name: str) -> None:
+    path = REAL_300W / "lfpw" / "testset" / name
+    detections = HaarFaceDetector()(read_image_rgb(path))
+    assert len(detections) == 1
+    x, y, w, h = OPENCV_RECTS[name]
+    np.testing.assert_allclose(detections[0].box, [x - 0.5, y - 0.5, x + w - 0.5, y + h - 0.5])
+    assert detections[0].score > 5
+    # calibrated, it is close to the landmark box the 300-W models were trained on (the
+    # detector's size varies by about ±10% around the calibration; image_0100 is +21%)
+    points = read_pts(path.with_suffix(".pts"))
+    truth = np.r_[points.min(axis=0), points.max(axis=0)]
+    (box,) = HAAR_TO_300W_BOX(detections[0].box[None])
+    truth_side = max(truth[2] - truth[0], truth[3] - truth[1])
+    assert np.abs((box[:2] + box[2:]) / 2 - (truth[:2] + truth[2:]) / 2).max() < 0.1 * truth_side
+    assert 0.8 < (box[2] - box[0]) / truth_side < 1.25
+
+
+def test_boxes_file_errors_name_the_file(tmp_path: Path) -> None:
+    bad_json = tmp_path / "boxes.json"
+    bad_json.write_text(json.dumps({"other.jpg": [[0, 0, 10, 10]]}))
+    with pytest.raises(ValueError, match=r"boxes\.json names images that are not in the input"):
+        read_boxes_file(bad_json, ["a.jpg"])
+    bad_json.write_text(json.dumps({"a.jpg": [[0, 0, 10]]}))
+    with pytest.raises(ValueError, match=r"boxes\.json, image a\.jpg"):
+        read_boxes_file(bad_json, ["a.jpg"])
+    bad_csv = tmp_path / "boxes.csv"
+    bad_csv.write_text("image,x0,y0\na.jpg,1,2\n")
+    with pytest.raises(ValueError, match=r"boxes\.csv needs the CSV columns"):
+        read_boxes_file(bad_csv, ["a.jpg"])
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def run_predict(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run ``src/predict.py`` as a user would (the exit status is left to the caller)."""
+    return subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "src" / "predict.py"), *args],
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def succeed(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    if result.returncode != 0:
+        pytest.fail(f"predict.py exited {result.returncode}:\n{result.stderr[-4000:]}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def checkpoint(
+    tmp_path_factory: pytest.TempPathFactory, subprocess_env: dict[str, str], small_data: list[str]
+) -> Path:
+    """The best checkpoint of a one-epoch training run on the small synthetic faces."""
+    run_dir = tmp_path_factory.mktemp("train") / "run"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(PROJECT_ROOT / "src" / "train.py"),
+            "trainer.max_epochs=1",
+            "logger=none",
+            "trainer.enable_progress_bar=false",
+            *small_data,
+            f"hydra.run.dir={run_dir}",
+        ],
+        env=subprocess_env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"train.py exited {result.returncode}:\n{result.stderr[-4000:]}")
+    (best,) = sorted((run_dir / "checkpoints").glob("epoch_*.ckpt"))
+    return best
+
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, FaceSet]:
+    """Three synthetic face images (.png, .jpg, .png) and a file that is not an image."""
+    folder = tmp_path_factory.mktemp("photos")
+    faces = generate_synthetic_faces(3, seed=11, image_size=128)
+    for index, suffix in enumerate([".png", ".jpg", ".png"]):
+        bgr = cv2.cvtColor(faces.images[index], cv2.COLOR_RGB2BGR)
+        cv2.imwrite(str(folder / f"face_{index}{suffix}"), bgr)
+    (folder / "notes.txt").write_text("not an image\n")
+    return folder, faces
+
+
+def test_predict_writes_json_csv_and_overlays_using_given_boxes(
+    tmp_path: Path,
+    subprocess_env: dict[str, str],
+    checkpoint: Path,
+    photo_folder: tuple[Path, FaceSet],
+) -> None:
+    folder, faces = photo_folder
+    boxes = {
+        "face_0.png": [faces.boxes[0].tolist()],
+        # two boxes for one image: the face and a shifted copy
+        "face_1.jpg": [faces.boxes[1].tolist(), (faces.boxes[1] + [5, 3, 5, 3]).tolist()],
+    }
+    boxes_json = tmp_path / "boxes.json"
+    boxes_json.write_text(json.dumps(boxes))
+    out = tmp_path / "out"
+    succeed(
+        run_predict(
+            [
+                f"ckpt_path={checkpoint}",
+                f"input={folder}",
+                f"boxes={boxes_json}",
+                f"hydra.run.dir={out}",
+            ],
+            subprocess_env,
+        )
+    )
+    results = json.loads((out / "landmarks.json").read_text())
+    assert results["checkpoint"] == str(checkpoint)
+    images = results["images"]
+    assert list(images) == ["face_0.png", "face_1.jpg", "face_2.png"]
+    for name, given in boxes.items():
+        record = images[name]
+        assert (record["width"], record["height"]) == (128, 128)
+        assert [f["source"] for f in record["faces"]] == ["given"] * len(given)
+        for face, box in zip(record["faces"], given, strict=True):
+            np.testing.assert_allclose(face["box"], box, atol=0.01)
+            assert np.asarray(face["landmarks"]).shape == (68, 2)
+    # face_2.png had no given box: the detector looked (cartoon faces may go unfound)
+    assert all(f["source"] == "detector" for f in images["face_2.png"]["faces"])
+
+    with (out / "landmarks.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    total_faces = sum(len(r["faces"]) for r in images.values())
+    assert len(rows) == 68 * total_faces
+    first = images["face_1.jpg"]["faces"][1]["landmarks"][67]
+    row = next(r for r in rows if (r["image"], r["face"], r["point"]) == ("face_1.jpg", "1", "67"))
+    assert [float(row["x"]), float(row["y"])] == pytest.approx(first)
+
+    for name, record in images.items():
+        overlay = cv2.imread(str(out / "overlays" / name))
+        original = cv2.imread(str(folder / name))
+        assert overlay is not None and overlay.shape == original.shape, name
+        if record["faces"]:  # box and dots drawn
+            changed = np.abs(overlay.astype(int) - original.astype(int)).max(axis=2) > 60
+            assert changed.sum() > 200, name
+    assert not (out / "overlays" / "notes.txt").exists()
+
+    # the same boxes as CSV, for a single image: the same landmarks
+    boxes_csv = tmp_path / "boxes.csv"
+    boxes_csv.write_text(
+        "image,x0,y0,x1,y1\nface_0.png," + ",".join(map(str, boxes["face_0.png"][0]))
+    )
+    single = tmp_path / "single"
+    succeed(
+        run_predict(
+            [
+                f"ckpt_path={checkpoint}",
+                f"input={folder / 'face_0.png'}",
+                f"boxes={boxes_csv}",
+                f"hydra.run.dir={single}",
+            ],
+            subprocess_env,
+        )
+    )
+    again = json.loads((single / "landmarks.json").read_text())["images"]
+    assert list(again) == ["face_0.png"]
+    np.testing.assert_allclose(
+        again["face_0.png"]["faces"][0]["landmarks"],
+        images["face_0.png"]["faces"][0]["landmarks"],
+        atol=1e-3,
+    )
+
+
+def test_predict_errors_name_the_missing_checkpoint_and_the_empty_input(
+    tmp_path: Path, subprocess_env: dict[str, str], photo_folder: tuple[Path, FaceSet]
+) -> None:
+    folder, _ = photo_folder
+    missing = run_predict(
+        [f"ckpt_path={tmp_path / 'nope.ckpt'}", f"input={folder}", f"hydra.run.dir={tmp_path}/a"],
+        subprocess_env,
+    )
+    assert missing.returncode != 0
+    assert "ckpt_path: no checkpoint file at" in missing.stderr
+    assert "nope.ckpt" in missing.stderr
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("no images here\n")
+    no_images = run_predict(
+        [f"ckpt_path={tmp_path / 'nope.ckpt'}", f"input={empty}", f"hydra.run.dir={tmp_path}/b"],
+        subprocess_env,
+    )
+    assert no_images.returncode != 0
+    assert f"input: no .jpg/.jpeg/.png images found in folder {empty}" in no_images.stderr
+
+    no_checkpoint = run_predict([f"input={folder}", f"hydra.run.dir={tmp_path}/c"], subprocess_env)
+    assert no_checkpoint.returncode != 0
+    assert "ckpt_path: give the checkpoint to predict with" in no_checkpoint.stderr
