@@ -14,11 +14,12 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset
 
 from wingface.data.datamodule import FaceDataModule
 from wingface.data.faces import FaceSet
 from wingface.data.sampler import BalancedEpochSampler
+from wingface.data.transforms import TrainAugmentation
 from wingface.landmarks import IBUG68
 
 REPEATS = np.array([1, 3, 1, 2, 5, 1, 1, 4, 1])
@@ -30,19 +31,25 @@ def faces_of(positions: list[int], repeats: np.ndarray = REPEATS) -> np.ndarray:
     return np.repeat(np.arange(len(repeats)), repeats)[np.asarray(positions)]
 
 
+def untagged(items: list[int], epoch: int, size: int = 19) -> list[int]:
+    """Dataset positions of epoch-tagged sampler items (``epoch * size + position``)."""
+    assert all(item // size == epoch for item in items)
+    return [item % size for item in items]
+
+
 def test_one_process_sees_every_copy_once_per_epoch() -> None:
     sampler = BalancedEpochSampler(REPEATS, seed=3)
     assert sampler.epoch_size == len(sampler) == 19
     epochs = []
     for epoch in range(3):
         sampler.set_epoch(epoch)
-        positions = list(sampler)
+        positions = untagged(list(sampler), epoch)
         assert sorted(positions) == list(range(19))
         np.testing.assert_array_equal(np.bincount(faces_of(positions)), REPEATS)
         epochs.append(positions)
     assert epochs[0] != epochs[1] != epochs[2]  # a fresh plan every epoch
     sampler.set_epoch(1)
-    assert list(sampler) == epochs[1]  # ... that depends only on seed and epoch
+    assert untagged(list(sampler), 1) == epochs[1]  # ... that depends only on seed and epoch
     assert list(BalancedEpochSampler(REPEATS, seed=4)) != list(BalancedEpochSampler(REPEATS, 3))
 
 
@@ -50,11 +57,11 @@ def test_ranks_split_the_same_plan_without_overlap() -> None:
     shares = [BalancedEpochSampler(REPEATS, num_replicas=2, rank=r, seed=5) for r in (0, 1)]
     for sampler in shares:
         sampler.set_epoch(2)
-    first, second = (list(s) for s in shares)
+    first, second = (untagged(list(s), 2) for s in shares)
     assert len(first) == len(second) == 10  # ceil(19 / 2)
     single = BalancedEpochSampler(REPEATS, seed=5)
     single.set_epoch(2)
-    order = list(single)
+    order = untagged(list(single), 2)
     assert first == (order + order[:1])[0::2] and second == (order + order[:1])[1::2]
     assert sorted(first + second[:-1]) == list(range(19))  # the last of rank 1 is padding
 
@@ -77,6 +84,32 @@ class _NineFaces:
             boxes=np.tile(np.array([16.0, 16.0, 48.0, 48.0], np.float32), (9, 1)),
             flip_permutation=IBUG68.flip_array(),
         )
+
+
+def test_augmentation_depends_only_on_seed_epoch_and_position() -> None:
+    datamodule = FaceDataModule(
+        _NineFaces(), None, "300w", 68, 32, num_workers=0, balance=lambda *_: REPEATS, seed=9
+    )
+    datamodule.augment = lambda **kwargs: TrainAugmentation(**kwargs)
+    dataset = datamodule.dataset("train")
+    other = FaceDataModule(
+        _NineFaces(), None, "300w", 68, 32, num_workers=0, balance=lambda *_: REPEATS, seed=9
+    )
+    other.augment = datamodule.augment
+    twin = other.dataset("train")
+    size = len(dataset)
+    for item in (0, 5, size + 5, 3 * size + 18):
+        a, b = dataset[item]["landmarks"], twin[item]["landmarks"]
+        torch.testing.assert_close(a, b)  # same seed, epoch and position: same sample
+    for _ in range(3):  # whatever was drawn before
+        dataset[7]
+    torch.testing.assert_close(dataset[size + 5]["landmarks"], twin[size + 5]["landmarks"])
+    assert not torch.equal(dataset[5]["landmarks"], dataset[size + 5]["landmarks"])  # new epoch
+    assert dataset[size + 5]["index"] == dataset[5]["index"]  # ... same face
+    # every copy of a repeated face is augmented differently
+    copies = [p for p in range(size) if dataset.indices[p] == 4]
+    drawn = {tuple(dataset[p]["landmarks"][0].tolist()) for p in copies}
+    assert len(drawn) == len(copies) == 5
 
 
 def test_datamodule_builds_the_sampler_for_its_rank() -> None:
@@ -123,7 +156,7 @@ def test_two_gloo_processes_share_each_epoch_without_overlap(tmp_path: Path) -> 
     mp.spawn(_gloo_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True)
     shares = json.loads(out.read_text())  # [rank][epoch] -> positions
     for epoch in range(2):
-        rank0, rank1 = shares[0][epoch], shares[1][epoch]
+        rank0, rank1 = untagged(shares[0][epoch], epoch), untagged(shares[1][epoch], epoch)
         assert len(rank0) == len(rank1) == 10
         assert len(set(rank0) & set(rank1)) <= 1  # only the one padding sample may repeat
         assert set(rank0) | set(rank1) == set(range(19))
@@ -131,8 +164,21 @@ def test_two_gloo_processes_share_each_epoch_without_overlap(tmp_path: Path) -> 
         assert (seen >= REPEATS).all() and seen.sum() == 20
         reference = BalancedEpochSampler(REPEATS, num_replicas=2, rank=0, seed=11)
         reference.set_epoch(epoch)
-        assert rank0 == list(reference)  # every rank drew the same plan as one process would
+        assert shares[0][epoch] == list(reference)  # each rank drew the plan one process would
     assert shares[0][0] != shares[0][1]
+
+
+class _ItemEcho(Dataset):
+    """A dataset whose item ``i`` is ``[float(i)]`` (any epoch-tagged index)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, item: int) -> list[torch.Tensor]:
+        return [torch.tensor([float(item)])]
 
 
 class _RecordingModule(L.LightningModule):
@@ -145,11 +191,11 @@ class _RecordingModule(L.LightningModule):
         self.seen: list[int] = []
 
     def train_dataloader(self) -> DataLoader:
-        positions = torch.arange(int(REPEATS.sum()), dtype=torch.float32)[:, None]
+        positions = _ItemEcho(int(REPEATS.sum()))
         sampler = BalancedEpochSampler(
             REPEATS, self.trainer.world_size, self.trainer.global_rank, seed=13
         )
-        return DataLoader(TensorDataset(positions), batch_size=4, sampler=sampler)
+        return DataLoader(positions, batch_size=4, sampler=sampler)
 
     def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
         self.seen += batch[0][:, 0].long().tolist()
@@ -186,4 +232,4 @@ def test_lightning_ddp_keeps_the_sampler_and_advances_its_epoch(tmp_path: Path) 
             expected.append(list(sampler))
             seen = json.loads((tmp_path / f"rank{rank}_epoch{epoch}.json").read_text())
             assert seen == expected[rank]  # Lightning neither replaced nor re-wrapped it
-        assert set(expected[0]) | set(expected[1]) == set(range(19))
+        assert set(untagged(expected[0] + expected[1], epoch)) == set(range(19))

@@ -52,8 +52,9 @@ class FaceDataModule(L.LightningDataModule):
             get pose-bin flags ``pose_q0_50``, ``pose_q50_90``, ``pose_q90_100`` from the
             quantiles of their own |pose coefficient| (:func:`pose_quantile_flags`), for
             per-pose results on data without a ground-truth pose.
-        seed: seeds each epoch's shuffle of the balanced training set (``data.seed``, the
-            run's ``seed`` by default), identically on every DDP rank.
+        seed: seeds each epoch's shuffle of the balanced training set and every sample's
+            augmentation (``data.seed``, the run's ``seed`` by default), identically on every
+            DDP rank and whatever the number of workers.
     """
 
     def __init__(
@@ -170,7 +171,7 @@ class FaceDataModule(L.LightningDataModule):
                 context_size=crops.context_size,
                 flip_permutation=self.scheme.flip_array(),
             )
-        return FaceCropDataset(crops, indices, augment)
+        return FaceCropDataset(crops, indices, augment, seed=self.seed)
 
     def _loader(
         self, split: str, batch_size: int, sampler: BalancedEpochSampler | None = None

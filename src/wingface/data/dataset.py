@@ -63,6 +63,16 @@ class FaceCropDataset(Dataset):
 
     Each item is a dict with ``image`` ``(3, S, S)`` uint8, ``landmarks`` ``(L, 2)`` float32 in
     input pixels, ``visibility`` ``(L,)`` float32 and ``index`` (the face's index in the crops).
+
+    Items are addressed as ``epoch * len(self) + position`` (plain positions are epoch 0): the
+    augmentation of a sample is seeded with ``(seed, epoch, position)``, so it depends on
+    nothing else (not the worker that loads it, nor whether training was resumed).
+
+    Args:
+        crops: the split's context crops.
+        indices: ``(M,)`` face index of each dataset position (repeated faces appear repeatedly).
+        augment: the training augmentation, or None for centre crops.
+        seed: run seed for the augmentation.
     """
 
     def __init__(
@@ -70,30 +80,29 @@ class FaceCropDataset(Dataset):
         crops: ContextCrops,
         indices: np.ndarray,
         augment: TrainAugmentation | None = None,
+        seed: int = 0,
     ) -> None:
         self.crops = crops
         self.indices = np.asarray(indices, dtype=np.int64)
         self.augment = augment
-        self._seeded_with: int | None = None
+        self.seed = int(seed)
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def _reseed_for_worker(self) -> None:
-        # Each data-loader worker (and each epoch's workers) has its own torch seed; derive the
-        # augmentation generators from it so workers never repeat each other's transforms.
-        seed = torch.initial_seed() % 2**32
-        if self._seeded_with != seed and self.augment is not None:
-            self.augment.reseed(seed)
-            self._seeded_with = seed
+    def sample_seed(self, epoch: int, position: int) -> int:
+        """The 32-bit augmentation seed of dataset ``position`` in ``epoch``."""
+        state = np.random.SeedSequence([self.seed, epoch, position]).generate_state(1)
+        return int(state[0])
 
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
-        index = int(self.indices[item])
+        epoch, position = divmod(int(item), len(self.indices))
+        index = int(self.indices[position])
         image = self.crops.images[index]
         landmarks = self.crops.landmarks[index]
         visibility = self.crops.visibility[index]
         if self.augment is not None:
-            self._reseed_for_worker()
+            self.augment.reseed(self.sample_seed(epoch, position))
             image, landmarks, visibility = self.augment(image, landmarks, visibility)
         else:
             offset = centre_crop_offset(self.crops.context_size, self.crops.input_size)

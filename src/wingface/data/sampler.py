@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 from torch.utils.data import DistributedSampler
 
@@ -19,6 +21,11 @@ class BalancedEpochSampler(DistributedSampler):
     together cover the whole epoch. Being a :class:`~torch.utils.data.DistributedSampler`, it
     is used as it is under Lightning DDP (Lightning only wraps samplers that are not), and it
     behaves the same with one process as with many.
+
+    The sampler yields *epoch-tagged* positions ``epoch * M + position``; the training dataset
+    (:class:`~wingface.data.dataset.FaceCropDataset`) takes the position modulo ``M`` and seeds
+    that sample's augmentation with ``(seed, epoch, position)``, so an epoch's samples are the
+    same whatever the number of workers and after a resume from a checkpoint.
 
     Args:
         repeats: ``(N,)`` int repeat counts ``>= 1`` of the training faces.
@@ -43,3 +50,7 @@ class BalancedEpochSampler(DistributedSampler):
             seed=int(seed),
             drop_last=False,
         )
+
+    def __iter__(self) -> Iterator[int]:
+        offset = self.epoch * self.epoch_size
+        return (offset + position for position in super().__iter__())

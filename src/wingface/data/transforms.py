@@ -178,7 +178,7 @@ class TrainAugmentation:
         )
 
     def reseed(self, seed: int) -> None:
-        """Reseed the flip and albumentations generators (call once per data-loader worker)."""
+        """Reseed the flip and albumentations generators (the dataset does it per sample)."""
         self._rng = np.random.default_rng(seed)
         self.compose.set_random_seed(seed)
 
