@@ -17,6 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from wingface.panel import tile_grid
+
 CAPTION_PX = 22
 
 
@@ -50,14 +52,8 @@ def main() -> None:
     tiles = [
         np.pad(t, ((0, height - t.shape[0]), (0, 0), (0, 0)), constant_values=255) for t in tiles
     ]
-    while len(tiles) % args.columns:
-        tiles.append(np.full_like(tiles[0], 255))
-    rows = [
-        np.concatenate(tiles[r : r + args.columns], axis=1)
-        for r in range(0, len(tiles), args.columns)
-    ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(args.out), np.concatenate(rows, axis=0))
+    cv2.imwrite(str(args.out), tile_grid(tiles, args.columns))
     print(f"wrote {args.out}")
 
 

@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 
 from wingface.config import register_resolvers, run_config_of_checkpoint
 from wingface.metrics import normalising_distance, per_image_nme
-from wingface.panel import draw_landmarks
+from wingface.panel import draw_landmarks, tile_grid
 from wingface.pipeline import build_module
 
 
@@ -64,14 +64,9 @@ def main() -> None:
         cv2.rectangle(tile, (0, 0), (tile.shape[1], 22), (255, 255, 255), -1)
         cv2.putText(tile, label, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
         tiles.append(tile)
-    while len(tiles) % args.columns:
-        tiles.append(np.full_like(tiles[0], 255))
-    rows = [
-        np.concatenate(tiles[r : r + args.columns], axis=1)
-        for r in range(0, len(tiles), args.columns)
-    ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(args.out), cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR))
+    grid = tile_grid(tiles, args.columns)
+    cv2.imwrite(str(args.out), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
     print(f"wrote {args.out}")
 
 

@@ -12,6 +12,16 @@ GROUND_TRUTH_RGB = (40, 220, 40)
 PREDICTION_RGB = (240, 40, 40)
 
 
+def tile_grid(tiles: list[np.ndarray], columns: int) -> np.ndarray:
+    """``(H, W, 3)`` images of equal size laid out ``columns`` wide, blank (white) tiles filling
+    the last row."""
+    tiles = list(tiles)
+    while len(tiles) % columns:
+        tiles.append(np.full_like(tiles[0], 255))
+    rows = [np.concatenate(tiles[r : r + columns], axis=1) for r in range(0, len(tiles), columns)]
+    return np.concatenate(rows, axis=0)
+
+
 def draw_landmarks(
     image: np.ndarray, truth: np.ndarray, pred: np.ndarray, upscale: int = 4
 ) -> np.ndarray:
