@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -14,8 +13,8 @@ import pytest
 import torch
 from torch import nn
 
+from entry_points import call_script, run_script
 from shared_data import REAL_300W, needs_real_300w
-from wingface.config import PROJECT_ROOT
 from wingface.data.dataset import ContextCrops, FaceCropDataset
 from wingface.data.faces import FaceSet
 from wingface.data.formats.pts import read_image_rgb, read_pts
@@ -198,14 +197,7 @@ def test_boxes_file_errors_name_the_file(tmp_path: Path) -> None:
 
 def run_predict(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     """Run ``src/predict.py`` as a user would (the exit status is left to the caller)."""
-    return subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "src" / "predict.py"), *args],
-        env=env,
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return call_script("predict.py", args, env)
 
 
 def succeed(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
@@ -220,24 +212,8 @@ def checkpoint(
 ) -> Path:
     """The best checkpoint of a one-epoch training run on the small synthetic faces."""
     run_dir = tmp_path_factory.mktemp("train") / "run"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(PROJECT_ROOT / "src" / "train.py"),
-            "trainer.max_epochs=1",
-            "logger=none",
-            "trainer.enable_progress_bar=false",
-            *small_data,
-            f"hydra.run.dir={run_dir}",
-        ],
-        env=subprocess_env,
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if result.returncode != 0:
-        pytest.fail(f"train.py exited {result.returncode}:\n{result.stderr[-4000:]}")
+    args = ["trainer.max_epochs=1", "logger=none", "trainer.enable_progress_bar=false"]
+    run_script("train.py", [*args, *small_data, f"hydra.run.dir={run_dir}"], subprocess_env)
     (best,) = sorted((run_dir / "checkpoints").glob("epoch_*.ckpt"))
     return best
 

@@ -4,32 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
-from wingface.config import PROJECT_ROOT
+from entry_points import run_script
 from wingface.pipeline import train
-
-
-def run_script(script: str, args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    """Run ``src/<script>`` with ``args``; fail the test with its output on a non-zero exit."""
-    result = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "src" / script), *args],
-        env=env,
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if result.returncode != 0:
-        pytest.fail(
-            f"{script} {' '.join(args)} exited {result.returncode}:\n{result.stderr[-4000:]}"
-        )
-    return result
 
 
 def test_train_command_as_written_saves_the_loss_parameters(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
+import string
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from wingface.config import choose_wandb_mode
 from wingface.module import LandmarkModule
+from wingface.provenance import RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -51,19 +54,37 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
                 overrides["name"] = run_name
             if logger_cfg.get("group") is None:
                 overrides["group"] = group
+            if logger_cfg.get("id") is None:
+                overrides["id"] = wandb_run_id(Path(cfg.paths.output_dir))
+                overrides["resume"] = "allow"
             loggers.append(instantiate(logger_cfg, **overrides))
             continue
         loggers.append(instantiate(logger_cfg))
     return loggers
 
 
+def wandb_run_id(output_dir: Path) -> str:
+    """The W&B run id of the run folder ``output_dir``: read from its ``wandb_run_id.txt``, or
+    made and written there on the first start, so a resumed run continues the same W&B run."""
+    path = output_dir / "wandb_run_id.txt"
+    if path.is_file() and path.read_text().strip():
+        return path.read_text().strip()
+    alphabet = string.ascii_lowercase + string.digits
+    run_id = "".join(secrets.choice(alphabet) for _ in range(8))
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(run_id + "\n")
+    return run_id
+
+
 def build_callbacks(cfg: DictConfig, with_logger: bool = True) -> list[L.Callback]:
-    """Instantiate every callback under ``cfg.callbacks``.
+    """Instantiate every callback under ``cfg.callbacks``, plus the run's provenance record
+    (:class:`~wingface.provenance.RunRecord`, always).
 
     Without an experiment logger (``logger=none``) the learning-rate monitor, which can only
     write to a logger, is left out.
     """
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    callbacks.append(RunRecord(cfg.paths.output_dir, Path(__file__).parent))
     if not with_logger:
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     return callbacks

@@ -1,0 +1,126 @@
+"""What produced a run: code version, package versions and a fingerprint of the data.
+
+Every training run writes ``run_info.json`` to its folder (beside ``.hydra/config.yaml``, the
+resolved config) and sends the same record to its loggers, so a result can be traced back to the
+exact code, environment and data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+
+PACKAGES = (
+    "torch",
+    "torchvision",
+    "lightning",
+    "torchmetrics",
+    "hydra-core",
+    "omegaconf",
+    "wandb",
+    "albumentations",
+    "opencv-python-headless",
+    "timm",
+    "numpy",
+)
+"""Distributions whose versions are recorded."""
+
+
+def git_state(folder: Path) -> dict[str, Any]:
+    """``{"commit": sha or None, "dirty": bool or None}`` of the repository holding ``folder``."""
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", *args], cwd=folder, capture_output=True, text=True, timeout=10, check=True
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"commit": commit, "dirty": None if status is None else bool(status)}
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed version of each of :data:`PACKAGES` (None when not installed)."""
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def array_fingerprint(*arrays: np.ndarray | list[np.ndarray]) -> str:
+    """First 16 hex digits of the SHA-256 of the arrays' shapes, dtypes and bytes."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        for part in array if isinstance(array, list) else [array]:
+            part = np.ascontiguousarray(part)
+            digest.update(f"{part.shape}{part.dtype}".encode())
+            digest.update(part.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def data_fingerprints(datamodule: Any) -> dict[str, Any]:
+    """Per loaded split: number of faces and the fingerprint of its crops (images, landmarks,
+    visibility), i.e. of the faces exactly as the network gets them before augmentation."""
+    out: dict[str, Any] = {}
+    for split, crops in sorted(getattr(datamodule, "crops", {}).items()):
+        out[f"{split}_faces"] = len(crops)
+        out[f"{split}_sha256"] = array_fingerprint(crops.images, crops.landmarks, crops.visibility)
+    return out
+
+
+def run_record(datamodule: Any, code_folder: Path) -> dict[str, Any]:
+    """The provenance record of a run: git state, Python/package versions, data fingerprints.
+
+    Args:
+        datamodule: the run's data module (its loaded ``crops`` are fingerprinted).
+        code_folder: a folder inside the code's git checkout.
+    """
+    return {
+        "git": git_state(code_folder),
+        "python": platform.python_version(),
+        "packages": package_versions(),
+        "data": data_fingerprints(datamodule),
+    }
+
+
+class RunRecord(L.Callback):
+    """Writes ``run_info.json`` into the run folder when fitting starts and logs the record
+    (flattened under ``run/``) to every logger."""
+
+    def __init__(self, output_dir: str | Path, code_folder: str | Path) -> None:
+        self.output_dir = Path(output_dir)
+        self.code_folder = Path(code_folder)
+
+    def _record(self, trainer: L.Trainer) -> None:
+        if not trainer.is_global_zero:
+            return
+        record = run_record(trainer.datamodule, self.code_folder)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        (self.output_dir / "run_info.json").write_text(json.dumps(record, indent=2) + "\n")
+        flat = {
+            "run/git_commit": record["git"]["commit"],
+            "run/git_dirty": record["git"]["dirty"],
+            "run/python": record["python"],
+            **{f"run/version/{k}": v for k, v in record["packages"].items()},
+            **{f"run/data/{k}": v for k, v in record["data"].items()},
+        }
+        for logger in trainer.loggers:
+            logger.log_hyperparams(flat)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._record(trainer)
