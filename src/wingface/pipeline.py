@@ -19,6 +19,7 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from wingface.config import choose_wandb_mode
+from wingface.data.preflight import check_run_config
 from wingface.module import LandmarkModule
 from wingface.provenance import RunRecord
 
@@ -144,7 +145,9 @@ def write_metrics(cfg: DictConfig, metrics: dict[str, float]) -> Path:
 
 
 def prepare_run(cfg: DictConfig) -> tuple[L.LightningDataModule, LandmarkModule, list[Logger]]:
-    """Seed everything, then build the data module, the LightningModule and the loggers."""
+    """Check the config (:func:`~wingface.data.preflight.check_run_config`), seed everything,
+    then build the data module, the LightningModule and the loggers."""
+    check_run_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
     return instantiate(cfg.data), build_module(cfg), build_loggers(cfg)
 

@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from wingface.data.balance import NoBalance, pose_quantile_flags
+from wingface.data.checks import bad_samples_path, check_policy
 from wingface.data.dataset import ContextCrops, FaceCropDataset
 from wingface.data.sampler import BalancedEpochSampler
 from wingface.data.sources import FaceSource
@@ -55,6 +56,12 @@ class FaceDataModule(L.LightningDataModule):
         seed: seeds each epoch's shuffle of the balanced training set and every sample's
             augmentation (``data.seed``, the run's ``seed`` by default), identically on every
             DDP rank and whatever the number of workers.
+        on_bad_sample: ``data.on_bad_sample``, ``"error"`` or ``"skip"`` (checked here, before
+            anything is loaded; the readers of ``data.source`` apply it). Faces the readers
+            dropped are logged as a warning and listed in ``bad_samples.txt`` in
+            ``output_dir``.
+        output_dir: the run folder for ``bad_samples.txt``; None: the Hydra run folder
+            (``paths.output_dir``) when Hydra is running, else the list is only logged.
     """
 
     def __init__(
@@ -75,8 +82,13 @@ class FaceDataModule(L.LightningDataModule):
         protocol: EvaluationProtocol | None = None,
         pose_quantiles: Sequence[float] | None = None,
         seed: int = 0,
+        on_bad_sample: str = "error",
+        output_dir: str | None = None,
     ) -> None:
         super().__init__()
+        self.on_bad_sample = check_policy(on_bad_sample)
+        self.output_dir = output_dir
+        self.bad_samples: list[str] = []
         if root is not None and not Path(root).is_dir():
             raise FileNotFoundError(
                 f"data.root: dataset folder not found: {root} (resolved: {Path(root).resolve()})"
@@ -110,6 +122,7 @@ class FaceDataModule(L.LightningDataModule):
     def _crops(self, split: str) -> ContextCrops:
         if split not in self.crops:
             faces = self.source.load(split)
+            self._record_dropped(split, faces.dropped)
             if faces.num_points != self.num_points:
                 raise ValueError(
                     f"{split} split has {faces.num_points} landmarks per face, "
@@ -129,6 +142,25 @@ class FaceDataModule(L.LightningDataModule):
             )
             log.info("%s split: %d faces cropped", split, len(faces))
         return self.crops[split]
+
+    def _record_dropped(self, split: str, dropped: list[str]) -> None:
+        """Log the faces the readers left out (``data.on_bad_sample=skip``) and list them all
+        in ``bad_samples.txt`` (train and val come from one reading: each face once)."""
+        new = [entry for entry in dropped if entry not in self.bad_samples]
+        if not new:
+            return
+        self.bad_samples.extend(new)
+        path = bad_samples_path(self.output_dir)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("".join(f"{entry}\n" for entry in self.bad_samples))
+        log.warning(
+            "%s split: %d bad sample(s) dropped (data.on_bad_sample=skip)%s:\n  %s",
+            split,
+            len(new),
+            f", listed in {path}" if path is not None else "",
+            "\n  ".join(new),
+        )
 
     def setup(self, stage: str | None = None) -> None:
         """Load and crop the splits the stage needs (testing alone never reads training data)."""

@@ -26,6 +26,13 @@ class FaceSet:
         names: per-face identifiers (file names or synthetic indices).
         attributes: named ``(N,)`` bool flags for evaluation subsets (e.g. WFLW's ``pose``,
             ``occlusion``); empty when the dataset has none.
+        dropped: one ``"<file or face>: <reason>"`` line per face the reader left out under
+            ``data.on_bad_sample=skip`` (see :mod:`wingface.data.checks`); empty otherwise.
+            Kept by :meth:`subset` (it describes the files the set was read from).
+
+    Raises:
+        ValueError: for inconsistent shapes, or a NaN or infinite landmark or box of a face
+            (naming the face).
     """
 
     images: np.ndarray | list[np.ndarray]
@@ -37,6 +44,7 @@ class FaceSet:
     occluded: np.ndarray | None = None
     names: list[str] = field(default_factory=list)
     attributes: dict[str, np.ndarray] = field(default_factory=dict)
+    dropped: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -61,6 +69,18 @@ class FaceSet:
         for key, flags in self.attributes.items():
             if np.shape(flags) != (n,):
                 raise ValueError(f"attribute {key!r} must have shape ({n},), got {np.shape(flags)}")
+        self._check_finite()
+
+    def _check_finite(self) -> None:
+        """Raise naming the first face with a NaN or infinite visible landmark or box value."""
+        visible = np.asarray(self.visibility, dtype=bool)
+        bad_points = (~np.isfinite(self.landmarks).all(axis=2) & visible).any(axis=1)
+        bad = np.flatnonzero(bad_points | ~np.isfinite(self.boxes).all(axis=1))
+        if len(bad):
+            raise ValueError(
+                f"face {self.names[bad[0]]!r} has NaN or infinite landmark or box values "
+                f"({len(bad)} face(s) affected)"
+            )
 
     def __len__(self) -> int:
         return len(self.images)
@@ -88,4 +108,5 @@ class FaceSet:
             occluded=None if self.occluded is None else self.occluded[indices],
             names=[self.names[i] for i in indices],
             attributes={key: flags[indices] for key, flags in self.attributes.items()},
+            dropped=list(self.dropped),
         )

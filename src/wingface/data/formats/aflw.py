@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from wingface.data.checks import BadSamples, check_landmarks_in_image
 from wingface.data.faces import FaceSet
 from wingface.data.formats.pts import read_image_rgb, read_text_lines
 from wingface.landmarks import AFLW19
@@ -130,9 +131,12 @@ def _parse_row(cells: list[str], where: str, num_points: int) -> tuple[str, np.n
 
 
 def _parse_csv(
-    csv_path: Path, num_points: int
+    csv_path: Path, num_points: int, bad: BadSamples | None = None
 ) -> tuple[list[str], np.ndarray, np.ndarray, list[int]]:
-    """Names, ``(N, L, 2)`` points, ``(N, 4)`` boxes and 1-based line numbers of a CSV's faces."""
+    """Names, ``(N, L, 2)`` points, ``(N, 4)`` boxes and 1-based line numbers of a CSV's faces.
+
+    A malformed row raises, or is handed to ``bad`` (the ``data.on_bad_sample`` policy).
+    """
     lines, _ = read_text_lines(csv_path)
     if lines and _is_header(_split_csv(lines[0].text)):
         lines = lines[1:]
@@ -140,15 +144,25 @@ def _parse_csv(
         raise ValueError(
             f"{csv_path}: no faces found (expected one line per face after the header)"
         )
-    rows = [
-        _parse_row(_split_csv(line.text), f"{csv_path}, line {line.number}", num_points)
-        for line in lines
-    ]
+    rows, numbers = [], []
+    for line in lines:
+        try:
+            rows.append(
+                _parse_row(_split_csv(line.text), f"{csv_path}, line {line.number}", num_points)
+            )
+        except ValueError as error:
+            if bad is None:
+                raise
+            bad.drop(error)
+            continue
+        numbers.append(line.number)
+    if bad is not None:
+        bad.check_some_left(len(rows), f"AFLW CSV {csv_path}")
     return (
         [name for name, _, _ in rows],
         np.stack([points for _, points, _ in rows]).astype(np.float32),
         np.stack([box for _, _, box in rows]).astype(np.float32),
-        [line.number for line in lines],
+        numbers,
     )
 
 
@@ -183,7 +197,12 @@ def read_aflw_csv(
     return names, landmarks, boxes
 
 
-def load_aflw_csv(csv_path: str | Path, image_root: str | Path, num_points: int = 19) -> FaceSet:
+def load_aflw_csv(
+    csv_path: str | Path,
+    image_root: str | Path,
+    num_points: int = 19,
+    on_bad_sample: str = "error",
+) -> FaceSet:
     """Load the faces of an AFLW-19 annotation CSV file with their images.
 
     Coordinates are used as given. The files do not say which pixel origin they use; they are
@@ -196,6 +215,9 @@ def load_aflw_csv(csv_path: str | Path, image_root: str | Path, num_points: int 
         csv_path: ``face_landmarks_aflw_{train,test,test_frontal}.csv``.
         image_root: the folder the CSV's ``image_name`` paths are relative to.
         num_points: landmarks per face (19).
+        on_bad_sample: ``"error"`` raises at the first bad face (a malformed row, a missing or
+            corrupt image, landmarks more than one image side outside the image); ``"skip"``
+            leaves it out and lists it in ``FaceSet.dropped`` (:mod:`wingface.data.checks`).
 
     Returns:
         A FaceSet: ``images`` a list of ``(H_i, W_i, 3)`` uint8 RGB arrays, ``landmarks``
@@ -206,7 +228,8 @@ def load_aflw_csv(csv_path: str | Path, image_root: str | Path, num_points: int 
 
     Raises:
         ValueError: a malformed CSV (file and 1-based line named, see :func:`read_aflw_csv`),
-            ``num_points`` other than 19, or a corrupt image.
+            a corrupt image, landmarks far outside the image (``error`` policy for these),
+            a CSV without any usable face, ``num_points`` other than 19.
         FileNotFoundError: an image named in the CSV is missing (file, line and path named).
     """
     if num_points != AFLW19.num_points:
@@ -214,31 +237,55 @@ def load_aflw_csv(csv_path: str | Path, image_root: str | Path, num_points: int 
             f"load_aflw_csv reads the 19-point AFLW scheme only; got num_points={num_points}"
         )
     csv_path, image_root = Path(csv_path), Path(image_root)
-    names, landmarks, boxes, line_numbers = _parse_csv(csv_path, num_points)
+    bad = BadSamples(on_bad_sample)
+    names, landmarks, boxes, line_numbers = _parse_csv(csv_path, num_points, bad)
     images: list[np.ndarray] = []
-    for name, number in zip(names, line_numbers, strict=True):
-        path = image_root / name
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{csv_path}, line {number}: image not found: {path}; image_root={image_root}"
-            )
-        images.append(read_image_rgb(path))
+    kept: list[int] = []
+    for index, (name, number) in enumerate(zip(names, line_numbers, strict=True)):
+        where = f"{csv_path}, line {number}"
+        try:
+            images.append(_read_face_image(image_root, name, where, landmarks[index]))
+        except (ValueError, OSError) as error:
+            bad.drop(error, where)
+            continue
+        kept.append(index)
+    bad.check_some_left(len(kept), f"AFLW CSV {csv_path}")
     return FaceSet(
         images=images,
-        landmarks=landmarks,
-        visibility=np.ones(landmarks.shape[:2], dtype=bool),
-        boxes=boxes,
+        landmarks=landmarks[kept],
+        visibility=np.ones((len(kept), landmarks.shape[1]), dtype=bool),
+        boxes=boxes[kept],
         flip_permutation=AFLW19.flip_array(),
-        names=names,
+        names=[names[i] for i in kept],
+        dropped=bad.dropped,
     )
 
 
+def _read_face_image(image_root: Path, name: str, where: str, landmarks: np.ndarray) -> np.ndarray:
+    """The ``(H, W, 3)`` uint8 RGB image of one CSV row, its landmarks checked against it."""
+    path = image_root / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{where}: image not found: {path}; image_root={image_root}")
+    try:
+        image = read_image_rgb(path)
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from None
+    check_landmarks_in_image(landmarks, image.shape, f"{where} (image {name})")
+    return image
+
+
 def load_aflw_test(
-    csv_path: str | Path, frontal_csv_path: str | Path, image_root: str | Path
+    csv_path: str | Path,
+    frontal_csv_path: str | Path,
+    image_root: str | Path,
+    on_bad_sample: str = "error",
 ) -> FaceSet:
     """The AFLW-Full test faces, each flagged ``attributes["frontal"]`` when it is also in the
-    AFLW-Frontal list (matched on image name and face box)."""
-    faces = load_aflw_csv(csv_path, image_root)
+    AFLW-Frontal list (matched on image name and face box).
+
+    Under ``on_bad_sample="skip"`` frontal faces dropped from the full list (they are listed in
+    ``FaceSet.dropped``) are allowed to be missing."""
+    faces = load_aflw_csv(csv_path, image_root, on_bad_sample=on_bad_sample)
     frontal_names, _, frontal_boxes = read_aflw_csv(frontal_csv_path)
     frontal = {
         (n, tuple(np.round(b, 3))) for n, b in zip(frontal_names, frontal_boxes, strict=True)
@@ -249,7 +296,8 @@ def load_aflw_test(
             for n, b in zip(faces.names, faces.boxes, strict=True)
         ]
     )
-    if flags.sum() != len(frontal):
+    missing = len(frontal) - int(flags.sum())
+    if missing and not 0 < missing <= len(faces.dropped):
         raise ValueError(
             f"{frontal_csv_path}: {len(frontal)} frontal faces listed, {int(flags.sum())} of them "
             f"found in {csv_path}"

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import scipy.io
 
+from wingface.data.checks import BadSamples, check_landmarks_in_image
 from wingface.data.faces import FaceSet
 from wingface.landmarks import COFW29
 
@@ -145,66 +146,76 @@ def _to_rgb(image: Any, path: Path, name: str, index: int) -> np.ndarray:
 
 
 def _numeric_matrix(value: Any, path: Path, name: str, columns: int) -> np.ndarray:
-    """``value`` as a finite float64 ``(N, columns)`` array, or a ValueError naming it."""
+    """``value`` as a float64 ``(N, columns)`` array, or a ValueError naming it (the values
+    are checked row by row by :func:`_check_row`)."""
     array = np.asarray(value)
     if array.dtype.kind not in "biuf" or array.ndim != 2 or array.shape[1] != columns:
         raise ValueError(
             f"{path}: variable {name!r}: expected a numeric N x {columns} matrix, "
             f"got {array.dtype} with shape {array.shape}"
         )
-    array = array.astype(np.float64)
-    bad = np.argwhere(~np.isfinite(array))
+    return array.astype(np.float64)
+
+
+def _check_row(shape: np.ndarray, box: np.ndarray, row: int, path: Path, split: str) -> None:
+    """Raise for non-finite values, occlusion flags other than 0/1 or a negative box size in
+    0-based ``row`` of the ``(87,)`` shape and ``(4,)`` box values."""
+    shape_name, box_name = COFW_VARIABLES[split][1:]
+    for name, values in ((shape_name, shape), (box_name, box)):
+        bad = np.flatnonzero(~np.isfinite(values))
+        if len(bad):
+            raise ValueError(
+                f"{path}: variable {name!r}: non-finite value at row {row + 1}, column {bad[0] + 1}"
+            )
+    flags = shape[2 * COFW_NUM_POINTS :]
+    bad = np.flatnonzero((flags != 0) & (flags != 1))
     if len(bad):
-        row, col = bad[0]
         raise ValueError(
-            f"{path}: variable {name!r}: non-finite value at row {row + 1}, column {col + 1}"
+            f"{path}: variable {shape_name!r}: occlusion flag at row {row + 1}, column "
+            f"{2 * COFW_NUM_POINTS + bad[0] + 1} must be 0 or 1, got {flags[bad[0]]}"
         )
-    return array
-
-
-def _occlusion_flags(shapes: np.ndarray, path: Path, name: str) -> np.ndarray:
-    """The ``(N, 29)`` bool occlusion flags from the last 29 columns (must be 0 or 1)."""
-    flags = shapes[:, 2 * COFW_NUM_POINTS :]
-    bad = np.argwhere((flags != 0) & (flags != 1))
-    if len(bad):
-        row, col = bad[0]
+    if box[2] < 0 or box[3] < 0:
         raise ValueError(
-            f"{path}: variable {name!r}: occlusion flag at row {row + 1}, column "
-            f"{2 * COFW_NUM_POINTS + col + 1} must be 0 or 1, got {flags[row, col]}"
-        )
-    return flags == 1
-
-
-def _boxes_xyxy(boxes: np.ndarray, path: Path, name: str) -> np.ndarray:
-    """1-based ``(x, y, w, h)`` rows -> 0-based ``(x0, y0, x1, y1)`` float32."""
-    bad = np.flatnonzero((boxes[:, 2] < 0) | (boxes[:, 3] < 0))
-    if len(bad):
-        raise ValueError(
-            f"{path}: variable {name!r}: row {bad[0] + 1} has a negative width or height "
+            f"{path}: variable {box_name!r}: row {row + 1} has a negative width or height "
             f"(expected x, y, width, height)"
         )
+
+
+def _boxes_xyxy(boxes: np.ndarray) -> np.ndarray:
+    """1-based ``(x, y, w, h)`` rows -> 0-based ``(x0, y0, x1, y1)`` float32."""
     x0, y0 = boxes[:, 0] - 1.0, boxes[:, 1] - 1.0
     return np.stack([x0, y0, x0 + boxes[:, 2], y0 + boxes[:, 3]], axis=1).astype(np.float32)
 
 
-def load_cofw(mat_path: str | Path, split: str) -> FaceSet:
+def _points(shapes: np.ndarray) -> np.ndarray:
+    """``(N, 87)`` shape rows -> ``(N, 29, 2)`` float64 0-based ``(x, y)``."""
+    xs, ys = shapes[:, :COFW_NUM_POINTS], shapes[:, COFW_NUM_POINTS : 2 * COFW_NUM_POINTS]
+    return np.stack([xs, ys], axis=2) - 1.0
+
+
+def load_cofw(mat_path: str | Path, split: str, on_bad_sample: str = "error") -> FaceSet:
     """Read one COFW split from a MATLAB v5 or v7.3 ``.mat`` file.
 
     Args:
         mat_path: e.g. ``COFW_train_color.mat`` or ``COFW_test_color.mat``.
         split: ``"train"`` (variables ``IsTr``, ``phisTr``, ``bboxesTr``) or ``"test"``
             (``IsT``, ``phisT``, ``bboxesT``).
+        on_bad_sample: ``"error"`` raises at the first bad face (a malformed image cell, a
+            non-finite value, an occlusion flag other than 0/1, a negative box size, landmarks
+            more than one image side outside the image); ``"skip"`` leaves it out and lists it
+            in ``FaceSet.dropped`` (:mod:`wingface.data.checks`).
 
     Returns:
         A FaceSet in file order: ``images`` a list of ``(H, W, 3)`` uint8 RGB arrays,
         ``landmarks`` ``(N, 29, 2)`` float32 0-based pixels, ``visibility`` all True (every point
         is annotated), ``occluded`` ``(N, 29)`` bool from the flags, ``boxes`` ``(N, 4)`` float32
-        ``(x0, y0, x1, y1)`` 0-based, ``names`` ``cofw_<split>_0001``, ... (1-based).
+        ``(x0, y0, x1, y1)`` 0-based, ``names`` ``cofw_<split>_0001``, ... (1-based: the cell
+        number, also for the faces kept after others were dropped).
 
     Raises:
         FileNotFoundError: ``mat_path`` does not exist.
-        ValueError: unknown split, unreadable file, or a missing or malformed variable (the
-            message names the file and the variable).
+        ValueError: unknown split, unreadable file, a missing or malformed variable, a bad face
+            (``error`` policy) or no usable face (the message names the file and the variable).
         ImportError: a v7.3 file and no ``h5py``.
     """
     if split not in COFW_VARIABLES:
@@ -224,14 +235,29 @@ def load_cofw(mat_path: str | Path, split: str) -> FaceSet:
             f"{path}: variables {image_name!r}, {shape_name!r}, {box_name!r} disagree on the "
             f"number of faces ({len(raw_images)}, {len(shapes)}, {len(boxes)})"
         )
-    images = [_to_rgb(image, path, image_name, i) for i, image in enumerate(raw_images)]
-    xs, ys = shapes[:, :COFW_NUM_POINTS], shapes[:, COFW_NUM_POINTS : 2 * COFW_NUM_POINTS]
+    bad = BadSamples(on_bad_sample)
+    points = _points(shapes)
+    images: list[np.ndarray] = []
+    kept: list[int] = []
+    for i, raw in enumerate(raw_images):
+        try:
+            _check_row(shapes[i], boxes[i], i, path, split)
+            image = _to_rgb(raw, path, image_name, i)
+            where = f"{path}: variable {shape_name!r}, row {i + 1}"
+            check_landmarks_in_image(points[i], image.shape, where)
+        except ValueError as error:
+            bad.drop(error)
+            continue
+        images.append(image)
+        kept.append(i)
+    bad.check_some_left(len(kept), f"COFW file {path}")
     return FaceSet(
         images=images,
-        landmarks=(np.stack([xs, ys], axis=2) - 1.0).astype(np.float32),
-        visibility=np.ones((len(images), COFW_NUM_POINTS), dtype=bool),
-        boxes=_boxes_xyxy(boxes, path, box_name),
+        landmarks=points[kept].astype(np.float32),
+        visibility=np.ones((len(kept), COFW_NUM_POINTS), dtype=bool),
+        boxes=_boxes_xyxy(boxes[kept]),
         flip_permutation=COFW29.flip_array(),
-        occluded=_occlusion_flags(shapes, path, shape_name),
-        names=[f"cofw_{split}_{i + 1:04d}" for i in range(len(images))],
+        occluded=shapes[kept, 2 * COFW_NUM_POINTS :] == 1,
+        names=[f"cofw_{split}_{i + 1:04d}" for i in kept],
+        dropped=bad.dropped,
     )

@@ -26,6 +26,7 @@ from pathlib import Path, PurePosixPath
 import cv2
 import numpy as np
 
+from wingface.data.checks import BadSamples, check_landmarks_in_image
 from wingface.data.faces import FaceSet
 from wingface.landmarks import IBUG68
 
@@ -282,22 +283,25 @@ def _folder_key(folder: str) -> str:
     return key.as_posix()
 
 
-def _pair_folder(root: Path, key: str) -> list[tuple[Path, Path]]:
-    """The ``(image, .pts)`` pairs of ``root/key``, sorted by image file name.
+def _pair_folder(root: Path, key: str) -> tuple[list[tuple[Path, Path]], list[Exception]]:
+    """The ``(image, .pts)`` pairs of ``root/key``, sorted by image file name, and one
+    FileNotFoundError per image without its ``.pts`` or ``.pts`` without its image.
 
     Raises:
-        FileNotFoundError: if the folder is missing, an image has no ``.pts`` or a ``.pts``
-            has no image.
-        ValueError: if the folder holds no image or two images share a stem.
+        FileNotFoundError: if the folder is missing.
+        ValueError: if the folder holds no image (with a hint when it holds other files) or two
+            images share a stem.
     """
     folder = root / key
     if not folder.is_dir():
         raise FileNotFoundError(f"300W folder not found: {folder}; data.root={root}")
     images: dict[str, Path] = {}
     pts: dict[str, Path] = {}
+    others: list[str] = []
     for entry in sorted(folder.iterdir()):
         suffix = entry.suffix.lower()
         if not entry.is_file() or suffix not in (*IMAGE_SUFFIXES, ".pts"):
+            others.append(entry.name + ("/" if entry.is_dir() else ""))
             continue
         found = images if suffix in IMAGE_SUFFIXES else pts
         if entry.stem in found:
@@ -307,18 +311,48 @@ def _pair_folder(root: Path, key: str) -> list[tuple[Path, Path]]:
             )
         found[entry.stem] = entry
     if not images:
+        held = f"; it holds {len(pts)} .pts file(s)" if pts else ""
+        if others:
+            held += f"; other entries: {', '.join(others[:5])}{' ...' if len(others) > 5 else ''}"
         raise ValueError(
-            f"no images ({', '.join(IMAGE_SUFFIXES)}) in 300W folder {folder}; data.root={root}"
+            f"no images ({', '.join(IMAGE_SUFFIXES)}) in 300W folder {folder}{held or ' (empty)'}"
+            f"; data.root={root}"
         )
-    for stem, image in images.items():
-        if stem not in pts:
-            raise FileNotFoundError(f"no landmark file for {image}: expected {folder / stem}.pts")
-    for stem, points in pts.items():
-        if stem not in images:
-            raise FileNotFoundError(
-                f"landmark file {points} has no image (expected {stem}.jpg, .jpeg or .png)"
-            )
-    return [(images[stem], pts[stem]) for stem in sorted(images, key=lambda s: images[s].name)]
+    unpaired: list[Exception] = [
+        FileNotFoundError(f"no landmark file for {image}: expected {folder / stem}.pts")
+        for stem, image in images.items()
+        if stem not in pts
+    ]
+    unpaired += [
+        FileNotFoundError(
+            f"landmark file {points} has no image (expected {stem}.jpg, .jpeg or .png)"
+        )
+        for stem, points in pts.items()
+        if stem not in images
+    ]
+    pairs = [
+        (images[stem], pts[stem])
+        for stem in sorted(images, key=lambda s: images[s].name)
+        if stem in pts
+    ]
+    return pairs, unpaired
+
+
+def read_300w_face(
+    image_path: Path, pts_path: Path, num_points: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(image (H, W, 3) uint8 RGB, landmarks (L, 2) float32 0-based)`` of one 300-W face.
+
+    Raises:
+        FileNotFoundError: a missing file.
+        ValueError: a malformed ``.pts`` (file and line named), an undecodable image, or a
+            landmark more than :data:`~wingface.data.checks.OUTSIDE_TOLERANCE` image sides
+            outside the image (the ``.pts`` file named).
+    """
+    landmarks = read_pts(pts_path, num_points)
+    image = read_image_rgb(image_path)
+    check_landmarks_in_image(landmarks, image.shape, f"{pts_path} (image {image_path.name})")
+    return image, landmarks
 
 
 def tight_boxes(landmarks: np.ndarray) -> np.ndarray:
@@ -326,7 +360,9 @@ def tight_boxes(landmarks: np.ndarray) -> np.ndarray:
     return np.concatenate([landmarks.min(axis=1), landmarks.max(axis=1)], axis=1).astype(np.float32)
 
 
-def load_300w(root: str | Path, folders: Sequence[str], num_points: int = 68) -> FaceSet:
+def load_300w(
+    root: str | Path, folders: Sequence[str], num_points: int = 68, on_bad_sample: str = "error"
+) -> FaceSet:
     """Load 300-W faces from the official folder layout.
 
     Every ``.jpg``/``.jpeg``/``.png`` image (any case) of each ``root/folder`` (e.g. ``afw``,
@@ -337,19 +373,26 @@ def load_300w(root: str | Path, folders: Sequence[str], num_points: int = 68) ->
         root: the 300-W root folder (``data.root``).
         folders: sub-folders of ``root`` to load, in order.
         num_points: landmarks per face; only the 68-point iBUG scheme is supported.
+        on_bad_sample: ``"error"`` raises at the first bad face (an image without its
+            ``.pts`` or the reverse, an unreadable image, a malformed ``.pts``, landmarks far
+            outside the image); ``"skip"`` leaves such faces out and lists them in
+            ``FaceSet.dropped`` (see :mod:`wingface.data.checks`).
 
     Returns:
         A FaceSet of ``N`` faces: ``images`` a list of ``(H_i, W_i, 3)`` uint8 RGB arrays,
         ``landmarks`` ``(N, 68, 2)`` float32 0-based pixels, ``visibility`` all True,
         ``boxes`` the tight landmark boxes, ``names`` paths relative to ``root`` (POSIX, e.g.
         ``lfpw/testset/image_0001.png``), ``flip_permutation`` the iBUG-68 one, and
-        ``attributes[folder]`` a bool flag per folder telling which faces came from it.
+        ``attributes[folder]`` a bool flag per folder telling which faces came from it,
+        ``dropped`` the faces left out under ``on_bad_sample="skip"``.
 
     Raises:
         FileNotFoundError: a missing folder, an image without its ``.pts`` or a ``.pts`` without
-            its image (the path is named).
+            its image (the path is named; ``error`` policy).
         ValueError: a folder without images, a corrupt image, a malformed ``.pts`` (file and
-            line named), repeated folders, or ``num_points`` other than 68.
+            line named), landmarks more than one image side outside the image (``error``
+            policy for these three), repeated folders, a folder whose faces are all bad, an
+            unknown ``on_bad_sample``, or ``num_points`` other than 68.
     """
     if num_points != IBUG68.num_points:
         raise ValueError(
@@ -365,16 +408,30 @@ def load_300w(root: str | Path, folders: Sequence[str], num_points: int = 68) ->
     repeated = sorted({key for key in keys if keys.count(key) > 1})
     if repeated:
         raise ValueError(f"300W folders listed more than once: {repeated}")
-    pairs = {key: _pair_folder(root, key) for key in keys}
+    bad = BadSamples(on_bad_sample)
     images: list[np.ndarray] = []
     landmarks: list[np.ndarray] = []
     names: list[str] = []
-    for key, key_pairs in pairs.items():
-        for image_path, pts_path in key_pairs:
-            landmarks.append(read_pts(pts_path, num_points))
-            images.append(read_image_rgb(image_path))
+    counts: list[int] = []
+    paired = {key: _pair_folder(root, key) for key in keys}  # every folder listed first
+    for key in keys:
+        for error in paired[key][1]:
+            bad.drop(error)
+    for key in keys:
+        before, since = len(names), len(bad.dropped)
+        for image_path, pts_path in paired[key][0]:
+            try:
+                image, points = read_300w_face(image_path, pts_path, num_points)
+            except (ValueError, OSError) as error:
+                bad.drop(error, str(pts_path))
+                continue
+            images.append(image)
+            landmarks.append(points)
             names.append(f"{key}/{image_path.name}")
-    sources = np.repeat(np.arange(len(keys)), [len(pairs[key]) for key in keys])
+        counts.append(len(names) - before)
+        unpaired = [str(error) for error in paired[key][1]]
+        bad.check_some_left(counts[-1], f"300W folder {root / key}", unpaired + bad.dropped[since:])
+    sources = np.repeat(np.arange(len(keys)), counts)
     points = np.stack(landmarks).astype(np.float32)
     return FaceSet(
         images=images,
@@ -384,4 +441,5 @@ def load_300w(root: str | Path, folders: Sequence[str], num_points: int = 68) ->
         flip_permutation=IBUG68.flip_array(),
         names=names,
         attributes={key: sources == i for i, key in enumerate(keys)},
+        dropped=bad.dropped,
     )

@@ -38,6 +38,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from wingface.data.checks import BadSamples, check_landmarks_in_image
 from wingface.data.faces import FaceSet
 from wingface.landmarks import IBUG68, WFLW98, LandmarkScheme
 
@@ -175,8 +176,13 @@ def _read_lines(path: Path) -> list[str]:
     return text.split("\n")
 
 
-def _parse_file(path: Path, num_points: int) -> tuple[list[WflwAnnotation], list[int]]:
-    """Parsed non-blank lines of ``path`` and their 1-based line numbers."""
+def _parse_file(
+    path: Path, num_points: int, bad: BadSamples | None = None
+) -> tuple[list[WflwAnnotation], list[int]]:
+    """Parsed non-blank lines of ``path`` and their 1-based line numbers.
+
+    A malformed line raises, or is handed to ``bad`` (the ``data.on_bad_sample`` policy).
+    """
     records: list[WflwAnnotation] = []
     line_numbers: list[int] = []
     for number, line in enumerate(_read_lines(path), start=1):
@@ -185,8 +191,14 @@ def _parse_file(path: Path, num_points: int) -> tuple[list[WflwAnnotation], list
         try:
             records.append(parse_wflw_line(line, num_points))
         except ValueError as err:
-            raise ValueError(f"{path}, line {number}: {err}") from None
+            error = ValueError(f"{path}, line {number}: {err}")
+            if bad is None:
+                raise error from None
+            bad.drop(error)
+            continue
         line_numbers.append(number)
+    if bad is not None:
+        bad.check_some_left(len(records), f"WFLW list {path}")
     if not records:
         raise ValueError(f"{path}: no annotation lines (expected one face per line)")
     return records, line_numbers
@@ -201,39 +213,72 @@ def _read_rgb(path: Path) -> np.ndarray | None:
 
 
 def _load_images(
-    records: list[WflwAnnotation], line_numbers: list[int], path: Path, image_root: Path
-) -> list[np.ndarray]:
-    """One RGB array per face; each distinct file is decoded once and shared by its faces."""
-    decoded: dict[str, np.ndarray] = {}
+    records: list[WflwAnnotation],
+    line_numbers: list[int],
+    path: Path,
+    image_root: Path,
+    bad: BadSamples,
+) -> tuple[list[np.ndarray], list[int]]:
+    """One RGB array per usable face and the indices of those faces.
+
+    Each distinct file is decoded once and shared by its faces. A missing or undecodable image,
+    or landmarks more than one image side outside it, raise or go to ``bad``.
+    """
+    decoded: dict[str, np.ndarray | Exception] = {}
     images: list[np.ndarray] = []
-    for record, number in zip(records, line_numbers, strict=True):
+    kept: list[int] = []
+    for index, (record, number) in enumerate(zip(records, line_numbers, strict=True)):
+        where = f"{path}, line {number}"
         if record.image not in decoded:
-            image_path = image_root / record.image
-            if not image_path.is_file():
-                raise FileNotFoundError(
-                    f"{path}, line {number}: image file not found: {image_path} "
-                    f"(expected {record.image!r} under {image_root})"
-                )
-            image = _read_rgb(image_path)
-            if image is None:
-                raise ValueError(f"{path}, line {number}: could not decode image {image_path}")
-            decoded[record.image] = image
-        images.append(decoded[record.image])
-    return images
+            decoded[record.image] = _decode(image_root, record.image)
+        image = decoded[record.image]
+        try:
+            if isinstance(image, Exception):
+                raise type(image)(f"{where}: {image}")
+            check_landmarks_in_image(record.landmarks, image.shape, f"{where} ({record.image})")
+        except (ValueError, FileNotFoundError) as error:
+            bad.drop(error)
+            continue
+        images.append(image)
+        kept.append(index)
+    return images, kept
 
 
-def load_wflw(annotation_file: str | Path, image_root: str | Path, num_points: int = 98) -> FaceSet:
+def _decode(image_root: Path, name: str) -> np.ndarray | Exception:
+    """The ``(H, W, 3)`` uint8 RGB image ``image_root/name``, or the error that explains why not."""
+    image_path = image_root / name
+    if not image_path.is_file():
+        return FileNotFoundError(
+            f"image file not found: {image_path} (expected {name!r} under {image_root})"
+        )
+    image = _read_rgb(image_path)
+    if image is None:
+        return ValueError(f"could not decode image {image_path}")
+    return image
+
+
+def load_wflw(
+    annotation_file: str | Path,
+    image_root: str | Path,
+    num_points: int = 98,
+    on_bad_sample: str = "error",
+) -> FaceSet:
     """Read a WFLW list (train, test or a test subset) and its images.
 
     Args:
         annotation_file: a ``list_98pt_*.txt`` file (LF or CRLF line ends; blank lines skipped).
         image_root: the ``WFLW_images`` folder the image paths are relative to.
         num_points: landmarks per line (98; 68 for lists already remapped to the 300W scheme).
+        on_bad_sample: ``"error"`` raises at the first bad face (a malformed line, a missing or
+            undecodable image, landmarks more than one image side outside the image);
+            ``"skip"`` leaves it out and lists it in ``FaceSet.dropped``
+            (:mod:`wingface.data.checks`).
 
     Returns:
         A FaceSet in file order: ``images`` a list of ``(H, W, 3)`` uint8 RGB arrays (faces of
         the same picture share one array: copy before writing into it), ``landmarks``
-        ``(N, L, 2)`` float32 0-based pixels (points may lie outside the image), ``visibility``
+        ``(N, L, 2)`` float32 0-based pixels (points may lie outside the image, by at most
+        :data:`~wingface.data.checks.OUTSIDE_TOLERANCE` image sides), ``visibility``
         all True, ``boxes`` the file's rectangles, ``occluded`` None (WFLW flags occlusion per
         face, not per point), ``names`` the relative image paths (not unique), ``attributes``
         the six flags as ``(N,)`` bool arrays named as in ``WFLW_ATTRIBUTES``.
@@ -241,12 +286,16 @@ def load_wflw(annotation_file: str | Path, image_root: str | Path, num_points: i
     Raises:
         FileNotFoundError: the annotation file or an image file is missing.
         ValueError: a malformed line (the message names the file, the 1-based line number and
-            the field), an undecodable image, or an unsupported ``num_points``.
+            the field), an undecodable image, landmarks far outside the image (``error`` policy
+            for these), a list without any usable face, or an unsupported ``num_points``.
     """
     path = Path(annotation_file)
     scheme = scheme_for(num_points)
-    records, line_numbers = _parse_file(path, num_points)
-    images = _load_images(records, line_numbers, path, Path(image_root))
+    bad = BadSamples(on_bad_sample)
+    records, line_numbers = _parse_file(path, num_points, bad)
+    images, kept = _load_images(records, line_numbers, path, Path(image_root), bad)
+    bad.check_some_left(len(kept), f"WFLW list {path}")
+    records = [records[i] for i in kept]
     flags = np.stack([record.flags for record in records])
     return FaceSet(
         images=images,
@@ -256,4 +305,5 @@ def load_wflw(annotation_file: str | Path, image_root: str | Path, num_points: i
         flip_permutation=scheme.flip_array(),
         names=[record.image for record in records],
         attributes={name: flags[:, k].copy() for k, name in enumerate(WFLW_ATTRIBUTES)},
+        dropped=bad.dropped,
     )
