@@ -436,14 +436,6 @@ def _check_aflw(result: object) -> None:
     assert np.isfinite(landmarks).all() and np.isfinite(boxes).all()
 
 
-BOX_READER_BUGS = pytest.mark.xfail(
-    strict=True,
-    reason="prediction_io.read_boxes_file: non-UTF-8 bytes raise UnicodeDecodeError without the "
-    "file name; JSON values that are not number lists (a string, a dict, ragged lists) raise "
-    "numpy's ValueError/TypeError without the file name",
-)
-
-
 @FUZZ
 @given(text=st.text(max_size=300))
 def test_fuzz_box_csv_text(tmp_path: Path, text: str) -> None:
@@ -452,7 +444,6 @@ def test_fuzz_box_csv_text(tmp_path: Path, text: str) -> None:
     _check_boxes(_parse_or_value_error(read_boxes_file, path, ["a.jpg", "b.png"]))
 
 
-@BOX_READER_BUGS
 @FUZZ
 @given(data=st.binary(max_size=300), suffix=st.sampled_from([".json", ".csv"]))
 def test_fuzz_box_files_arbitrary_bytes(tmp_path: Path, data: bytes, suffix: str) -> None:
@@ -468,7 +459,6 @@ JSON_VALUES = st.recursive(
 )
 
 
-@BOX_READER_BUGS
 @FUZZ
 @given(value=st.dictionaries(st.sampled_from(["a.jpg", "b.png"]), JSON_VALUES))
 def test_fuzz_box_files_json_structures(tmp_path: Path, value: dict) -> None:

@@ -90,7 +90,7 @@ def test_datamodule_builds_with_augment_option(compose_train, augment: str) -> N
 def test_callbacks_build(compose_train) -> None:
     cfg = compose_train()
     names = sorted(type(c).__name__ for c in build_callbacks(cfg))
-    assert names == ["LandmarkPanel", "LearningRateMonitor", "ModelCheckpoint"]
+    assert names == ["LandmarkPanel", "LearningRateMonitor", "ModelCheckpoint", "RunRecord"]
 
 
 def test_debug_and_experiment_configs(compose_train) -> None:

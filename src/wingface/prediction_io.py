@@ -93,19 +93,26 @@ def read_boxes_file(path: str | Path, image_names: list[str]) -> dict[str, np.nd
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"boxes: no file at {path}")
-    if path.suffix.lower() == ".json":
-        raw = _boxes_from_json(path)
-    elif path.suffix.lower() == ".csv":
-        raw = _boxes_from_csv(path)
-    else:
+    if path.suffix.lower() not in (".json", ".csv"):
         raise ValueError(f"boxes: {path} must be a .json or .csv file")
-    unknown = sorted(set(raw) - set(image_names))
-    if unknown:
+    try:
+        raw = _boxes_from_json(path) if path.suffix.lower() == ".json" else _boxes_from_csv(path)
+        unknown = sorted(set(raw) - set(image_names))
+        if unknown:
+            raise ValueError(
+                f"boxes: {path} names images that are not in the input: {unknown[:5]} "
+                f"(expected names such as {image_names[:3]})"
+            )
+        return {
+            name: as_boxes(boxes, f"boxes: {path}, image {name}") for name, boxes in raw.items()
+        }
+    except (UnicodeDecodeError, TypeError, ValueError, AttributeError) as error:
+        if str(path) in str(error):
+            raise
         raise ValueError(
-            f"boxes: {path} names images that are not in the input: {unknown[:5]} "
-            f"(expected names such as {image_names[:3]})"
-        )
-    return {name: as_boxes(boxes, f"boxes: {path}, image {name}") for name, boxes in raw.items()}
+            f"boxes: {path}: not a valid box file ({error.__class__.__name__}: {error}); "
+            "expected {image name: [[x0, y0, x1, y1], ...]} (JSON) or image,x0,y0,x1,y1 rows (CSV)"
+        ) from error
 
 
 def face_record(face: FaceLandmarks, source: str) -> dict[str, Any]:
