@@ -50,6 +50,8 @@ class LandmarkModule(L.LightningModule):
             compiled wrapper is not a registered submodule, so checkpoints have the same keys
             and load the same with or without it. Multi-stage training outputs
             (``stage_outputs``) and heatmaps run eagerly.
+        skip_nonfinite_loss: skip batches whose loss is NaN or infinite instead of stopping
+            (``skip_nonfinite_loss``); every skipped batch is logged with its face indices.
 
     A network with a ``stage_outputs(images, target)`` method (the cascade) is trained on the
     sum of the loss over its stages, each ``(prediction, target)`` in that stage's pixels.
@@ -63,12 +65,15 @@ class LandmarkModule(L.LightningModule):
         scheduler: Callable[..., LRScheduler] | None,
         channels_last: bool = False,
         compile: bool = False,
+        skip_nonfinite_loss: bool = False,
     ) -> None:
         super().__init__()
         if channels_last:
             net = net.to(memory_format=torch.channels_last)
         self.net = net
         self.channels_last = channels_last
+        self.skip_nonfinite_loss = skip_nonfinite_loss
+        self.skipped_batches = 0
         # kept out of the module tree (and the state dict): the compiled wrapper shares net's
         # parameters
         self.__dict__["compiled_net"] = torch.compile(net) if compile else None
@@ -130,13 +135,24 @@ class LandmarkModule(L.LightningModule):
         pred = self.net.decode(heat)
         return pred, self.loss(heat, batch["landmarks"], batch["visibility"])
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
+        """The batch's loss; a non-finite loss stops training with the batch identified, or,
+        with ``skip_nonfinite_loss``, skips the batch (no update) and counts it in
+        ``train/skipped_batches``."""
         _, loss = self._step(batch)
         if not torch.isfinite(loss):
-            raise FloatingPointError(
+            message = (
                 f"non-finite training loss {loss.item()} at epoch {self.current_epoch}, "
                 f"batch {batch_idx} (face indices {batch['index'].tolist()})"
             )
+            if not self.skip_nonfinite_loss:
+                raise FloatingPointError(
+                    f"{message}; set skip_nonfinite_loss=true to skip such batches"
+                )
+            self.skipped_batches += 1
+            log.warning("%s: batch skipped (skip_nonfinite_loss=true)", message)
+            self.log("train/skipped_batches", float(self.skipped_batches), on_step=True)
+            return None
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         return loss
 

@@ -101,6 +101,7 @@ def build_module(cfg: DictConfig) -> LandmarkModule:
         scheduler=instantiate(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None,
         channels_last=bool(cfg.get("channels_last", False)),
         compile=bool(cfg.get("compile", False)),
+        skip_nonfinite_loss=bool(cfg.get("skip_nonfinite_loss", False)),
     )
 
 
