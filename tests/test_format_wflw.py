@@ -132,13 +132,13 @@ def test_images_are_rgb_and_shared_by_faces_of_one_picture(wflw_root: dict) -> N
 
 def test_each_image_file_is_decoded_once(wflw_root: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
-    real_imread = cv2.imread
+    real_read = wflw.read_image_rgb
 
-    def counting_imread(path: str, *args: object) -> np.ndarray | None:
-        calls.append(path)
-        return real_imread(path, *args)
+    def counting_read(path: Path) -> np.ndarray:
+        calls.append(str(path))
+        return real_read(path)
 
-    monkeypatch.setattr(wflw.cv2, "imread", counting_imread)
+    monkeypatch.setattr(wflw, "read_image_rgb", counting_read)
     load_wflw(wflw_root["file"], wflw_root["images"])
     assert len(calls) == 2 and len(set(calls)) == 2
 

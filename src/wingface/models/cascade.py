@@ -184,6 +184,11 @@ class CascadeRegressor(nn.Module):
         )
         return self.stage1(small), self.input_size / size
 
+    @staticmethod
+    def _coarse(stage1: torch.Tensor, factor: float) -> torch.Tensor:
+        """Stage-1 landmarks (detached) from stage-1 pixels to input pixels."""
+        return (stage1.detach() + 0.5) * factor - 0.5
+
     def _stage2(self, images: torch.Tensor, crop: CropTransform) -> torch.Tensor:
         return self.stage2(crop.sample(images))
 
@@ -194,8 +199,7 @@ class CascadeRegressor(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Map ``(B, 3, S, S)`` images to ``(B, L, 2)`` input pixels (stage 2's result)."""
         stage1, factor = self._stage1(images)
-        coarse = (stage1.detach() + 0.5) * factor - 0.5
-        crop = self._crop(coarse)
+        crop = self._crop(self._coarse(stage1, factor))
         return crop.to_input(self._stage2(images, crop))
 
     def stage_outputs(
@@ -217,7 +221,7 @@ class CascadeRegressor(nn.Module):
         if self.training and self.stage2_training == "ground_truth":
             crop = jittered(self._crop(target), *self.jitter)
         else:
-            crop = self._crop((stage1.detach() + 0.5) * factor - 0.5)
+            crop = self._crop(self._coarse(stage1, factor))
         stage2 = self._stage2(images, crop)
         final = crop.to_input(stage2)
         return final, [(stage1, target1), (stage2, crop.to_crop(target))]

@@ -35,11 +35,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from wingface.data.checks import BadSamples, check_landmarks_in_image
 from wingface.data.faces import FaceSet
+from wingface.data.formats.pts import read_image_rgb
 from wingface.landmarks import IBUG68, WFLW98, LandmarkScheme
 
 WFLW_ATTRIBUTES: tuple[str, ...] = (
@@ -204,14 +204,6 @@ def _parse_file(
     return records, line_numbers
 
 
-def _read_rgb(path: Path) -> np.ndarray | None:
-    """The image at ``path`` as ``(H, W, 3)`` uint8 RGB (grey replicated), or None if unreadable."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        return None
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
 def _load_images(
     records: list[WflwAnnotation],
     line_numbers: list[int],
@@ -251,10 +243,10 @@ def _decode(image_root: Path, name: str) -> np.ndarray | Exception:
         return FileNotFoundError(
             f"image file not found: {image_path} (expected {name!r} under {image_root})"
         )
-    image = _read_rgb(image_path)
-    if image is None:
+    try:
+        return read_image_rgb(image_path)
+    except ValueError:
         return ValueError(f"could not decode image {image_path}")
-    return image
 
 
 def load_wflw(
