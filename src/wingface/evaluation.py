@@ -215,3 +215,99 @@ def plot_ced(
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     return _save_figure(fig, ax, path, title)
+
+
+def plot_value_grids(
+    grids: Sequence[tuple[str, Sequence[float], Sequence[float], np.ndarray]],
+    path: str | Path,
+    title: str = "",
+    x_label: str = "w",
+    y_label: str = "ε",
+    value_label: str = "NME (%)",
+) -> Path:
+    """Save heat maps of values over a 2-D parameter grid, one panel per grid, as a PNG.
+
+    Args:
+        grids: ``(panel title, x values (C,), y values (R,), values (R, C))`` per panel; a NaN
+            value leaves its cell blank. Every cell with a value is annotated with it (2
+            decimals). All panels share one colour scale.
+        path: PNG to write (folders created).
+        title: figure title.
+        x_label: name of the x (column) parameter.
+        y_label: name of the y (row) parameter.
+        value_label: colour bar label.
+    """
+    plt = _pyplot()
+    finite = [
+        v for _, _, _, g in grids for v in np.asarray(g, dtype=float).ravel() if np.isfinite(v)
+    ]
+    vmin, vmax = (min(finite), max(finite)) if finite else (0.0, 1.0)
+    if vmin == vmax:
+        vmin, vmax = vmin - 0.5, vmax + 0.5
+    cmap = plt.get_cmap("viridis_r").copy()
+    cmap.set_bad("white")
+    fig, axes = plt.subplots(
+        1, len(grids), figsize=(1.2 + 3.6 * len(grids), 3.6), dpi=100, squeeze=False
+    )
+    image = None
+    for ax, (panel, xs, ys, values) in zip(axes[0], grids, strict=True):
+        values = np.ma.masked_invalid(np.asarray(values, dtype=float))
+        image = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax, origin="lower", aspect="auto")
+        ax.set_xticks(range(len(xs)), [f"{x:g}" for x in xs])
+        ax.set_yticks(range(len(ys)), [f"{y:g}" for y in ys])
+        ax.set_xlabel(x_label)
+        ax.set_ylabel(y_label)
+        for (row, col), value in np.ndenumerate(values.filled(np.nan)):
+            if np.isfinite(value):
+                red, green, blue, _ = cmap((value - vmin) / (vmax - vmin))
+                dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5
+                ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=8,
+                        color="white" if dark else "black")  # fmt: skip
+        if panel:
+            ax.set_title(panel, fontsize=8)
+    if image is not None:
+        fig.colorbar(image, ax=list(axes[0]), label=value_label)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_grouped_bars(
+    groups: Sequence[str],
+    series: Mapping[str, Sequence[float]],
+    path: str | Path,
+    y_label: str,
+    title: str = "",
+) -> Path:
+    """Save grouped bars as a PNG: one group per ``groups`` entry, one bar colour per series.
+
+    Args:
+        groups: ``G`` group names along the x axis (e.g. pose bins).
+        series: series name → ``(G,)`` values; a NaN leaves its bar out. Bars are labelled
+            with their value (2 decimals) when there are at most four series.
+        path: PNG to write (folders created).
+        y_label: y axis label, with its unit.
+        title: figure title.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 + 0.5 * len(groups) * max(len(series), 1)), 3.8))
+    width = 0.8 / max(len(series), 1)
+    top = 0.0
+    for k, (name, values) in enumerate(series.items()):
+        values = np.asarray(values, dtype=float)
+        x = np.arange(len(groups)) - 0.4 + width * (k + 0.5)
+        keep = np.isfinite(values)
+        bars = ax.bar(x[keep], values[keep], width, label=name)
+        top = max(top, float(values[keep].max(initial=0.0)))
+        if len(series) <= 4:
+            ax.bar_label(bars, fmt="%.2f", fontsize=7)
+    ax.set_xticks(range(len(groups)), list(groups), fontsize=8)
+    ax.set_ylabel(y_label)
+    ax.set_ylim(0, (top or 1.0) * 1.2)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save_figure(fig, ax, path, title)
