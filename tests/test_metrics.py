@@ -13,6 +13,7 @@ from wingface.metrics import (
     NORMALISATIONS,
     FailureRate,
     LandmarkNME,
+    PerLandmarkNME,
     ced_auc,
     ced_curve,
     failure_rate,
@@ -504,3 +505,24 @@ def test_metric_classes_on_hand_made_batch() -> None:
     auc = CEDAUC(0.5)
     auc.update(pred, target)
     assert float(auc.compute()) == pytest.approx(0.625)
+
+
+def test_per_landmark_nme_averages_each_point_over_the_faces_where_it_is_visible() -> None:
+    # two faces of 3 points, box normalisation sqrt(w*h) of the visible ground truth:
+    # face 0 spans 4 x 9 → d = 6; face 1's visible points (0, 2), (2, 0) span 2 x 2 → d = 2
+    target = torch.tensor(
+        [[[0.0, 0.0], [4.0, 0.0], [0.0, 9.0]], [[0.0, 2.0], [2.0, 0.0], [0.0, 2.0]]]
+    )
+    visibility = torch.tensor([[True, True, True], [True, True, False]])
+    pred = target.clone()
+    pred[0, 0] += torch.tensor([3.0, 0.0])  # error 3 / 6 = 0.5
+    pred[0, 2] += torch.tensor([0.0, 1.2])  # error 1.2 / 6 = 0.2
+    pred[1, 0] += torch.tensor([0.6, 0.8])  # error 1 / 2 = 0.5
+    pred[1, 1] += torch.tensor([0.0, 0.4])  # error 0.4 / 2 = 0.2
+    pred[1, 2] += torch.tensor([50.0, 50.0])  # hidden: ignored
+    metric = PerLandmarkNME(3, "box", "300w")
+    metric.update(pred[:1], target[:1], visibility[:1])
+    metric.update(pred[1:], target[1:], visibility[1:])
+    result = metric.compute()
+    torch.testing.assert_close(result["nme"], torch.tensor([0.5, 0.1, 0.2]))
+    torch.testing.assert_close(result["faces"], torch.tensor([2.0, 2.0, 1.0]))

@@ -30,6 +30,7 @@ __all__ = [
     "NORMALISATIONS",
     "FailureRate",
     "LandmarkNME",
+    "PerLandmarkNME",
     "ced_auc",
     "ced_curve",
     "failure_rate",
@@ -407,3 +408,57 @@ class CEDAUC(_ThresholdedNMEMetric):
     def _summarise(self, values: Tensor) -> Tensor:
         """Scalar float32 AUC in ``[0, 1]``."""
         return (self.threshold - values).clamp(min=0).mean() / self.threshold
+
+
+class PerLandmarkNME(Metric):
+    """Mean normalised error of each landmark over every image where it is visible.
+
+    Landmark ``l``'s value is the mean over those images of ``‖p_l − g_l‖ / d`` with ``d`` the
+    image's normalising distance (:func:`normalising_distance`): a fraction, like the NME. The
+    mean of a landmark's values is not the NME (that averages per image first), but the two
+    agree when every point is visible.
+
+    Args:
+        num_points: landmarks per face ``L``.
+        normalisation: one of :data:`NORMALISATIONS`.
+        scheme: landmark scheme name, e.g. ``"300w"``.
+        kwargs: passed to :class:`torchmetrics.Metric`.
+    """
+
+    is_differentiable = False
+    higher_is_better = False
+    full_state_update = False
+
+    error_sum: Tensor
+    count: Tensor
+
+    def __init__(
+        self,
+        num_points: int,
+        normalisation: str = "inter_ocular",
+        scheme: str = "300w",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        _check_kind(normalisation, "normalisation")
+        self.normalisation = normalisation
+        self.scheme = get_scheme(scheme)
+        zeros = torch.zeros(num_points, dtype=torch.float32)
+        self.add_state("error_sum", default=zeros.clone(), dist_reduce_fx="sum")
+        self.add_state("count", default=zeros.clone(), dist_reduce_fx="sum")
+
+    def update(self, pred: Tensor, target: Tensor, visibility: Tensor | None = None) -> None:
+        """Add a batch: ``pred`` and ``target`` ``(B, L, 2)`` pixels, ``visibility`` optional
+        ``(B, L)`` bool."""
+        pred = pred.detach().to(torch.float32)
+        target = target.detach().to(torch.float32)
+        mask = _visibility_mask(None if visibility is None else visibility.detach(), target)
+        norm = normalising_distance(target, mask, self.normalisation, self.scheme)
+        errors = (pred - target).norm(dim=-1) / norm[:, None]  # (B, L)
+        self.error_sum += torch.where(mask, errors, torch.zeros_like(errors)).sum(dim=0)
+        self.count += mask.sum(dim=0).to(torch.float32)
+
+    def compute(self) -> dict[str, Tensor]:
+        """``{"nme": (L,) float32 mean normalised error per landmark (NaN for a landmark never
+        visible), "faces": (L,) number of images in which each landmark was visible}``."""
+        return {"nme": self.error_sum / self.count, "faces": self.count.clone()}

@@ -17,13 +17,33 @@ from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import CatMetric, MinMetric
 
 from wingface.evaluation import EvaluationProtocol, plot_ced, plot_nme_per_pose
-from wingface.metrics import LandmarkNME
+from wingface.metrics import LandmarkNME, PerLandmarkNME, ced_curve
+from wingface.per_landmark import (
+    PER_LANDMARK_COLUMNS,
+    per_landmark_rows,
+    plot_nme_per_landmark,
+    write_per_landmark_csv,
+)
 
 log = logging.getLogger(__name__)
 
 # ImageNet statistics: a fixed, documented input normalisation shared by every model.
 IMAGE_MEAN = (0.485, 0.456, 0.406)
 IMAGE_STD = (0.229, 0.224, 0.225)
+
+
+def log_ced_chart(logger: WandbLogger, curves: dict[str, np.ndarray], threshold: float) -> None:
+    """Log the CED curves as a W&B table (``test/ced_table``: curve, NME %, share of faces) and
+    a native W&B line chart over it (``test/ced_chart``), one line per curve."""
+    import wandb
+
+    data = []
+    for name, nmes in curves.items():
+        x, y = ced_curve(np.asarray(nmes, dtype=np.float64), threshold, 101)
+        data += [[name, round(100.0 * float(a), 4), float(b)] for a, b in zip(x, y, strict=True)]
+    table = wandb.Table(columns=["curve", "nme %", "share of faces"], data=data)
+    chart = wandb.plot.line(table, "nme %", "share of faces", stroke="curve", title="test CED")
+    logger.experiment.log({"test/ced_table": table, "test/ced_chart": chart})
 
 
 class LandmarkModule(L.LightningModule):
@@ -37,7 +57,10 @@ class LandmarkModule(L.LightningModule):
     ``test/<subset>/`` for each test subset, plus ``test/nme_mean_shape`` (predicting the
     training mean shape for every face: the baseline every model must beat). NMEs are fractions
     of the normalising distance. The test CED curves are saved as ``ced_test.png`` in the run
-    folder and logged; the per-face NMEs go to ``test_per_image.csv``.
+    folder and logged (as an image, and as the table ``test/ced_table`` with a W&B line chart
+    ``test/ced_chart``); the per-face NMEs go to ``test_per_image.csv``, the NME of each
+    landmark to ``nme_per_landmark.csv``/``.png`` (W&B ``test/nme_per_landmark``) and, when the
+    protocol has pose subsets, the NME per pose bin to ``nme_per_pose.csv``/``.png``.
 
     Args:
         net: maps ``(B, 3, S, S)`` normalised images to ``(B, L, 2)`` input pixels.
@@ -111,6 +134,9 @@ class LandmarkModule(L.LightningModule):
             self.val_metrics = nn.ModuleDict({n: LandmarkNME(n, scheme) for n in norms})
             self.test_metrics = nn.ModuleDict({n: LandmarkNME(n, scheme) for n in norms})
             self.test_mean_shape_nme = LandmarkNME(self.protocol.primary, scheme)
+            self.test_landmark_nme = PerLandmarkNME(
+                self.net.num_points, self.protocol.primary, scheme
+            )
         if stage == "fit":
             self.mean_shape.copy_(datamodule.train_mean_shape())
 
@@ -198,6 +224,7 @@ class LandmarkModule(L.LightningModule):
         for metric in self.test_metrics.values():
             metric.update(pred, batch["landmarks"], visible)
         self.test_indices.update(batch["index"])
+        self.test_landmark_nme.update(pred, batch["landmarks"], visible)
         if torch.isfinite(self.mean_shape).all():
             baseline = self.mean_shape.expand_as(pred)
             self.test_mean_shape_nme.update(baseline, batch["landmarks"], visible)
@@ -206,7 +233,8 @@ class LandmarkModule(L.LightningModule):
         assert self.protocol is not None
         per_image = {n: m.per_image().cpu().numpy() for n, m in self.test_metrics.items()}
         indices = self.test_indices.compute().long().cpu().numpy()
-        for metric in [*self.test_metrics.values(), self.test_indices]:
+        per_landmark = {k: v.cpu().numpy() for k, v in self.test_landmark_nme.compute().items()}
+        for metric in [*self.test_metrics.values(), self.test_indices, self.test_landmark_nme]:
             metric.reset()
         values = self.protocol.summarise(per_image, "test/")
         masks = self.trainer.datamodule.test_subset_masks()
@@ -227,6 +255,7 @@ class LandmarkModule(L.LightningModule):
             self._save_ced(curves)
             self._save_per_image(indices, per_image)
             self._save_nme_per_pose(values, sizes)
+            self._save_nme_per_landmark(per_landmark["nme"], per_landmark["faces"])
 
     def _save_ced(self, curves: dict[str, np.ndarray]) -> None:
         """Plot the test CED curves into the run folder and send them to the loggers."""
@@ -239,6 +268,7 @@ class LandmarkModule(L.LightningModule):
         for logger in self.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_image(key="test/ced", images=[str(path)])
+                log_ced_chart(logger, curves, threshold)
 
     def _save_nme_per_pose(self, values: dict[str, float], sizes: dict[str, int]) -> None:
         """Write ``nme_per_pose.csv`` and ``nme_per_pose.png`` (the protocol's pose subsets)
@@ -259,6 +289,22 @@ class LandmarkModule(L.LightningModule):
             if isinstance(logger, WandbLogger):
                 logger.log_table(key="test/nme_per_pose", columns=columns, data=rows)
                 logger.log_image(key="test/nme_per_pose_plot", images=[str(path)])
+
+    def _save_nme_per_landmark(self, nmes: np.ndarray, faces: np.ndarray) -> None:
+        """Write ``nme_per_landmark.csv`` and ``nme_per_landmark.png`` (the primary
+        normalisation) to the run folder and send them to W&B as a table and an image."""
+        assert self.protocol is not None
+        rows = per_landmark_rows(nmes, faces)
+        folder = Path(self.trainer.default_root_dir)
+        write_per_landmark_csv(rows, folder / "nme_per_landmark.csv")
+        title = f"test NME per landmark ({self.protocol.primary})"
+        path = plot_nme_per_landmark(rows, folder / "nme_per_landmark.png", title)
+        for logger in self.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_table(
+                    key="test/nme_per_landmark", columns=PER_LANDMARK_COLUMNS, data=rows
+                )
+                logger.log_image(key="test/nme_per_landmark_plot", images=[str(path)])
 
     def _save_per_image(self, indices: np.ndarray, per_image: dict[str, np.ndarray]) -> Path:
         """Write ``test_per_image.csv`` (face name and its NME per normalisation) to the run

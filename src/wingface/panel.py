@@ -41,8 +41,17 @@ def draw_landmarks(
     return canvas
 
 
+def is_last_epoch(trainer: L.Trainer) -> bool:
+    """Whether the epoch now ending is the run's last (by ``max_epochs`` or ``max_steps``)."""
+    max_epochs = trainer.max_epochs if trainer.max_epochs is not None else -1
+    if 0 <= max_epochs <= trainer.current_epoch + 1:
+        return True
+    return 0 < trainer.max_steps <= trainer.global_step
+
+
 class LandmarkPanel(L.Callback):
-    """Logs the same ``num_faces`` validation faces after every ``every_n_epochs`` epochs.
+    """Logs the same ``num_faces`` validation faces after every ``every_n_epochs`` epochs and
+    after the last epoch.
 
     Only acts when the trainer's logger is a ``WandbLogger``; on rank zero only.
     """
@@ -57,7 +66,8 @@ class LandmarkPanel(L.Callback):
         logger = trainer.logger
         if not isinstance(logger, WandbLogger) or trainer.sanity_checking:
             return
-        if not trainer.is_global_zero or (trainer.current_epoch + 1) % self.every_n_epochs:
+        due = (trainer.current_epoch + 1) % self.every_n_epochs == 0
+        if not trainer.is_global_zero or not (due or is_last_epoch(trainer)):
             return
         dataset = trainer.datamodule.dataset("val")
         samples = [dataset[i] for i in range(min(self.num_faces, len(dataset)))]

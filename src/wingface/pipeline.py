@@ -22,6 +22,7 @@ from wingface.config import choose_wandb_mode
 from wingface.data.preflight import check_run_config
 from wingface.module import LandmarkModule
 from wingface.provenance import RunRecord
+from wingface.run_tags import run_tags
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,13 @@ def job_identity() -> tuple[str | None, str | None]:
     return output_dir.name, None
 
 
+def hydra_choices() -> dict[str, str] | None:
+    """The option chosen for each config group of the running Hydra job (None without Hydra)."""
+    if not HydraConfig.initialized():
+        return None
+    return {k: v for k, v in HydraConfig.get().runtime.choices.items() if isinstance(v, str)}
+
+
 def build_loggers(cfg: DictConfig) -> list[Logger]:
     """Instantiate every logger under ``cfg.logger`` (a mapping name → config, possibly empty)."""
     loggers: list[Logger] = []
@@ -55,6 +63,7 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
                 overrides["name"] = run_name
             if logger_cfg.get("group") is None:
                 overrides["group"] = group
+            overrides["tags"] = run_tags(cfg, logger_cfg.get("tags") or [], hydra_choices())
             if logger_cfg.get("id") is None:
                 overrides["id"] = wandb_run_id(Path(cfg.paths.output_dir))
                 overrides["resume"] = "allow"
@@ -181,7 +190,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics["time/fit_seconds"] = fit_seconds
         for logger in loggers:
             logger.log_metrics({"time/fit_seconds": fit_seconds})
-        log.info("metrics written to %s", write_metrics(cfg, metrics))
+        if trainer.is_global_zero:  # every DDP rank gets here; one file, one writer
+            log.info("metrics written to %s", write_metrics(cfg, metrics))
         return metrics
     finally:
         finish_loggers(loggers)
