@@ -244,8 +244,7 @@ def plot_value_grids(
     vmin, vmax = (min(finite), max(finite)) if finite else (0.0, 1.0)
     if vmin == vmax:
         vmin, vmax = vmin - 0.5, vmax + 0.5
-    cmap = plt.get_cmap("viridis_r").copy()
-    cmap.set_bad("white")
+    cmap = plt.get_cmap("viridis_r").with_extremes(bad="white")
     fig, axes = plt.subplots(
         1, len(grids), figsize=(1.2 + 3.6 * len(grids), 3.6), dpi=100, squeeze=False
     )

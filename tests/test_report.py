@@ -1,0 +1,432 @@
+"""Sweep reports (``wingface.report``, ``src/report.py``) on multirun folders in the real format.
+
+The fake sweeps are written the way ``src/train.py -m`` writes them: the job configs are composed
+from ``conf/`` with the same overrides, ``.hydra/{config,hydra,overrides}.yaml`` are saved as Hydra
+saves them, and ``metrics.json``, ``test_per_image.csv`` and ``nme_per_pose.csv`` follow
+``pipeline.write_metrics`` and ``LandmarkModule``'s writers. Expected values are written out by
+hand from the numbers put into those files.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf, open_dict
+
+from entry_points import call_script, run_script
+from wingface.config import CONFIG_DIR
+from wingface.report import (
+    build_report,
+    load_jobs,
+    nme_grids,
+    pose_bars,
+    worst_faces,
+    write_report,
+)
+
+POSE_HEADER = ["pose", "faces", "nme %", "nme_inter_pupil %", "nme_box %", "fr_0.08 %", "fr_0.10 %"]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def write_job(
+    sweep: Path,
+    num: int,
+    overrides: Sequence[str],
+    metrics: dict[str, float] | None = None,
+    per_image: Sequence[tuple[str, float, float, float]] = (),
+    pose: Sequence[tuple[str, int, float]] = (),
+) -> Path:
+    """Write job ``num`` of a multirun into ``sweep`` as ``src/train.py -m`` does.
+
+    Args:
+        sweep: the sweep folder.
+        num: Hydra job number.
+        overrides: the job's command-line overrides (composed with ``conf/train.yaml``).
+        metrics: ``metrics.json`` content (fractions, seconds); ``None`` = not finished.
+        per_image: ``test_per_image.csv`` rows ``(name, nme_inter_ocular, nme_inter_pupil,
+            nme_box)`` (fractions).
+        pose: ``nme_per_pose.csv`` rows ``(pose bin, faces, primary NME %)``.
+
+    Returns:
+        The job folder ``<sweep>/<num>_<override_dirname>``.
+    """
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    job = sweep / f"{num}_{cfg.hydra.job.override_dirname}"
+    hydra_cfg = cfg.hydra
+    with open_dict(cfg):
+        hydra_cfg.job.num = num
+        hydra_cfg.job.id = str(num)
+        hydra_cfg.job.name = "train"
+        hydra_cfg.mode = "MULTIRUN"
+        hydra_cfg.sweep.dir = str(sweep)
+        hydra_cfg.runtime.output_dir = str(job)
+        del cfg["hydra"]
+    (job / ".hydra").mkdir(parents=True)
+    OmegaConf.save(cfg, job / ".hydra" / "config.yaml")
+    OmegaConf.save(OmegaConf.create({"hydra": hydra_cfg}), job / ".hydra" / "hydra.yaml")
+    OmegaConf.save(hydra_cfg.overrides.task, job / ".hydra" / "overrides.yaml")
+    if metrics is None:
+        return job
+    (job / "metrics.json").write_text(json.dumps(dict(sorted(metrics.items())), indent=2) + "\n")
+    with (job / "test_per_image.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["index", "name", "nme_inter_ocular", "nme_inter_pupil", "nme_box"])
+        for index, (name, *nmes) in enumerate(per_image):
+            writer.writerow([index, name, *(f"{v:.6f}" for v in nmes)])
+    if pose:
+        with (job / "nme_per_pose.csv").open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(POSE_HEADER)
+            for name, faces, nme in pose:
+                writer.writerow([name, faces, f"{nme:.4f}", f"{1.4 * nme:.4f}", f"{0.6 * nme:.4f}",
+                                 "10.0000", "5.0000"])  # fmt: skip
+    return job
+
+
+def metrics_of(nme: float, fit_seconds: float = 600.0, **extra: float) -> dict[str, float]:
+    """A full ``metrics.json`` of a synthetic-data job whose primary test NME is ``nme``."""
+    metrics = {
+        "lr-Adam": 4e-9,
+        "test/auc_0.08": 0.40,
+        "test/auc_0.10": 0.52,
+        "test/fr_0.08": 0.03,
+        "test/fr_0.10": 0.01,
+        "test/nme": nme,
+        "test/nme_box": 0.6 * nme,
+        "test/nme_inter_pupil": 1.4 * nme,
+        "test/nme_mean_shape": 0.33,
+        "test/yaw_0_30/nme": 0.9 * nme,
+        "test/yaw_0_30/fr_0.10": 0.0,
+        "time/fit_seconds": fit_seconds,
+        "train/epoch_samples": 96.0,
+        "train/loss": 600.0,
+        "val/loss": 560.0,
+        "val/nme": 1.1 * nme,
+        "val/nme_best": 1.05 * nme,
+    }
+    metrics.update(extra)
+    return metrics
+
+
+FACES = [("face_a", 0.02, 0.03, 0.01), ("face_b", 0.12, 0.17, 0.07), ("face_c", 0.05, 0.07, 0.03)]
+
+
+# ------------------------------------------------------------------------------------- table
+
+
+def test_table_has_every_job_its_normalisations_and_the_unfinished_one(tmp_path: Path) -> None:
+    wing = {
+        "lr-Adam": 4e-9,
+        "test/auc_0.08": 0.4033,
+        "test/auc_0.10": 0.5198,
+        "test/common/nme": 0.0500,
+        "test/common/fr_0.10": 0.01,
+        "test/fr_0.08": 0.0268,
+        "test/fr_0.10": 0.0089,
+        "test/nme": 0.0480,
+        "test/nme_box": 0.0289,
+        "test/nme_inter_pupil": 0.0663,
+        "test/nme_mean_shape": 0.1575,
+        "test/yaw_0_30/nme": 0.0400,  # a pose bin: in the pose plot, not the table
+        "time/fit_seconds": 960.0,
+        "train/loss": 618.0,
+        "val/nme": 0.0540,
+        "val/nme_best": 0.0538,
+    }
+    pupil_first = {  # primary normalisation inter_pupil: its test/nme is the inter-pupil NME
+        "test/auc_0.08": 0.30,
+        "test/auc_0.10": 0.45,
+        "test/fr_0.08": 0.10,
+        "test/fr_0.10": 0.05,
+        "test/nme": 0.0700,
+        "test/nme_box_diag": 0.0200,
+        "time/fit_seconds": 90.0,
+        "val/nme_best": 0.0750,
+    }
+    sweep = tmp_path / "sweep"
+    write_job(sweep, 0, ["loss=wing"], wing, FACES)
+    write_job(sweep, 1, ["loss=l1", "data.protocol.normalisations=[inter_pupil,box_diag]"],
+              pupil_first, FACES)  # fmt: skip
+    write_job(sweep, 2, ["loss=l2"])  # still running: no metrics.json yet
+
+    report = build_report(sweep)
+
+    assert report.columns == [
+        "job", "status", "nme_inter_ocular %", "nme_inter_pupil %", "nme_box %", "nme_box_diag %",
+        "fr_0.08 %", "fr_0.10 %", "auc_0.08", "auc_0.10", "common/nme %", "nme_mean_shape %",
+        "val/nme_best %", "fit time (min)",
+    ]  # fmt: skip
+    expected = [
+        ["loss=wing", "finished", 4.80, 6.63, 2.89, None, 2.68, 0.89, 0.4033, 0.5198, 5.00,
+         15.75, 5.38, 16.0],
+        ["loss=l1 data.protocol.normalisations=[inter_pupil,box_diag]", "finished", None, 7.00,
+         None, 2.00, 10.0, 5.0, 0.30, 0.45, None, None, 7.50, 1.5],
+        ["loss=l2", "not finished", *[None] * 12],
+    ]  # fmt: skip
+    assert len(report.rows) == 3
+    for row, want in zip(report.rows, expected, strict=True):
+        assert row[:2] == want[:2]
+        for column, value, wanted in zip(report.columns[2:], row[2:], want[2:], strict=True):
+            assert (value is None) == (wanted is None), (row[0], column, value)
+            if wanted is not None:
+                assert value == pytest.approx(wanted, abs=1e-9), (row[0], column)
+    for row in report.rows:
+        assert all(v is None or type(v) in (str, int, float) for v in row)
+    lines = report.markdown.splitlines()
+    assert (
+        "| loss=wing | finished | 4.80 | 6.63 | 2.89 |  | 2.68 | 0.89 | 0.4033 | 0.5198 | 5.00 "
+        "| 15.75 | 5.38 | 16.0 |"
+    ) in lines
+    unfinished = next(line for line in lines if line.startswith("| loss=l2 "))
+    assert [c.strip() for c in unfinished.split("|")[1:-1]] == ["loss=l2", "not finished"] + [
+        ""
+    ] * 12
+    assert "3 jobs, 2 finished." in report.markdown
+    assert report.figures == {}
+    assert not (sweep / "report.md").exists()  # build_report writes nothing
+
+
+def test_table_is_a_valid_wandb_table(tmp_path: Path) -> None:
+    wandb = pytest.importorskip("wandb")
+    sweep = tmp_path / "sweep"
+    write_job(sweep, 0, ["loss=wing"], metrics_of(0.05), FACES)
+    write_job(sweep, 1, ["loss=l1"])
+    report = build_report(sweep)
+    table = wandb.Table(columns=report.columns, data=report.rows)
+    assert table.columns == report.columns
+    assert [row[:2] for row in table.data] == [
+        ["loss=wing", "finished"],
+        ["loss=l1", "not finished"],
+    ]
+
+
+def test_a_lone_job_is_labelled_without_infrastructure_overrides(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    write_job(sweep, 0, ["experiment=lfpw_subset", "data.root=/data/300w", "balance=pdb",
+                         "trainer.max_epochs=20"], metrics_of(0.05))  # fmt: skip
+    (job,) = load_jobs(sweep)
+    assert job.label == "balance=pdb"
+
+
+def test_jobs_nested_by_a_slash_in_an_override_are_found(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    write_job(sweep, 0, ["loss=wing", "+note=a/b"], metrics_of(0.05))
+    write_job(sweep, 1, ["loss=l1", "+note=a/b"], metrics_of(0.06))
+    write_job(sweep, 2, ["loss=l2", "+note=a/c"])
+    jobs = load_jobs(sweep)
+    assert [j.path.relative_to(sweep).parts[1:] for j in jobs] == [
+        ("b,loss=wing",),
+        ("b,loss=l1",),
+        ("c,loss=l2",),
+    ]  # folders "<num>_+note=a" / "b,loss=..." as Hydra nests them
+    assert [j.label for j in jobs] == [
+        "loss=wing +note=a/b",
+        "loss=l1 +note=a/b",
+        "loss=l2 +note=a/c",
+    ]
+    assert [j.finished for j in jobs] == [True, True, False]
+
+
+def test_unreadable_sweeps_are_errors_naming_the_folder_or_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        build_report(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no Hydra job folders"):
+        build_report(tmp_path / "empty")
+    job = write_job(tmp_path / "sweep", 0, ["loss=wing"], metrics_of(0.05))
+    (job / "metrics.json").write_text('{"test/nme": 0.0')  # cut short
+    with pytest.raises(ValueError, match=re.escape(str(job / "metrics.json"))):
+        build_report(tmp_path / "sweep")
+
+
+# ------------------------------------------------------------------------------------- plots
+
+
+def test_w_eps_grid_per_group_with_blank_cells(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    cells = [  # (balance, w, eps, test NME or None = not finished)
+        ("none", 5, 1, 0.050), ("none", 5, 2, 0.048), ("none", 10, 1, 0.047),
+        ("none", 10, 2, None), ("none", 20, 2, 0.052),  # (20, 1) never run
+        ("pdb", 5, 2, 0.046), ("pdb", 10, 2, 0.045),
+    ]  # fmt: skip
+    for num, (balance, w, eps, nme) in enumerate(cells):
+        overrides = ["loss=wing", f"loss.w={w}", f"loss.eps={eps}", f"balance={balance}"]
+        write_job(sweep, num, overrides, None if nme is None else metrics_of(nme), FACES)
+    write_job(sweep, len(cells), ["loss=l1", "balance=none"], metrics_of(0.06), FACES)  # no w
+
+    grids = nme_grids(load_jobs(sweep))
+
+    assert [g.group for g in grids] == ["loss=wing balance=none", "loss=wing balance=pdb"]
+    none, pdb = grids
+    assert none.w == [5, 10, 20] and none.eps == [1, 2]
+    np.testing.assert_allclose(none.nme, [[5.0, 4.7, np.nan], [4.8, np.nan, 5.2]])
+    assert pdb.w == [5, 10] and pdb.eps == [2]
+    np.testing.assert_allclose(pdb.nme, [[4.6, 4.5]])
+
+    report = write_report(sweep)
+    assert set(report.figures) == {"ced", "nme_heatmap_w_eps"}  # no per-pose results
+    lines = report.markdown.splitlines()
+    assert "## Test NME (%) over loss.w × loss.eps (loss=wing balance=none)" in lines
+    assert "| 1 | 5.00 | 4.70 |  |" in lines and "| 2 | 4.80 |  | 5.20 |" in lines
+
+
+def test_no_heat_map_when_the_sweep_keeps_w_and_eps(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    write_job(sweep, 0, ["loss=wing"], metrics_of(0.05), FACES)
+    write_job(sweep, 1, ["loss=rwing"], metrics_of(0.05), FACES)  # w, eps in its config too
+    write_job(sweep, 2, ["loss=l1"], metrics_of(0.05), FACES)
+    assert nme_grids(load_jobs(sweep)) == []
+    report = write_report(sweep)
+    assert set(report.figures) == {"ced"}
+    assert not (sweep / "nme_heatmap_w_eps.png").exists()
+
+
+def test_pose_bars_one_series_per_job_named_by_balance(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    write_job(
+        sweep,
+        0,
+        ["balance=none"],
+        metrics_of(0.05),
+        FACES,
+        [("yaw_0_30", 24, 5.1234), ("yaw_30_60", 5, 8.0), ("yaw_60_90", 3, 12.5)],
+    )
+    write_job(
+        sweep,
+        1,
+        ["balance=pdb"],
+        metrics_of(0.05),
+        FACES,
+        [("yaw_0_30", 24, 5.3), ("yaw_30_60", 5, 7.1)],
+    )  # no face in the last bin
+    write_job(sweep, 2, ["balance=pdb", "loss=l1"])  # not finished
+
+    bars = pose_bars(load_jobs(sweep))
+
+    assert bars is not None
+    assert bars.bins == ["yaw_0_30", "yaw_30_60", "yaw_60_90"]
+    assert bars.faces == [24, 5, 3]
+    assert list(bars.series) == ["balance=none", "balance=pdb"]
+    np.testing.assert_allclose(bars.series["balance=none"], [5.1234, 8.0, 12.5])
+    np.testing.assert_allclose(bars.series["balance=pdb"], [5.3, 7.1, np.nan])
+
+
+def test_pose_bars_name_the_balance_a_label_leaves_out(tmp_path: Path) -> None:
+    pose = [("yaw_0_30", 24, 5.0), ("yaw_30_60", 5, 8.0)]
+    sweep = tmp_path / "sweep"
+    write_job(sweep, 0, ["loss=wing", "balance=pdb"], metrics_of(0.05), FACES, pose)
+    write_job(sweep, 1, ["loss=l1"], metrics_of(0.05), FACES, pose)  # default: balance none
+    bars = pose_bars(load_jobs(sweep))
+    assert bars is not None and bars.note == ""
+    assert list(bars.series) == ["loss=wing balance=pdb", "loss=l1 balance=none"]
+
+    same = tmp_path / "same"
+    write_job(same, 0, ["loss=wing", "balance=pdb"], metrics_of(0.05), FACES, pose)
+    write_job(same, 1, ["loss=l1", "balance=pdb"], metrics_of(0.05), FACES, pose)
+    bars = pose_bars(load_jobs(same))
+    assert bars is not None and bars.note == "balance=pdb"
+    assert list(bars.series) == ["loss=wing", "loss=l1"]
+
+    without = tmp_path / "without"
+    write_job(without, 0, ["loss=wing"], metrics_of(0.05), FACES)
+    assert pose_bars(load_jobs(without)) is None
+
+
+def test_worst_faces_come_from_the_per_image_file(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    write_job(sweep, 0, ["loss=wing"], metrics_of(0.05), FACES)
+    write_job(sweep, 1, ["loss=l1"])
+    columns, rows = worst_faces(load_jobs(sweep), count=2)
+    assert columns == ["job", "rank", "index", "name", "nme_inter_ocular %"]
+    assert rows == [["loss=wing", 1, 1, "face_b", pytest.approx(12.0)],
+                    ["loss=wing", 2, 2, "face_c", pytest.approx(5.0)]]  # fmt: skip
+
+
+# --------------------------------------------------------------------------------- the CLI
+
+
+def test_cli_writes_report_md_and_the_plots_that_apply(
+    tmp_path: Path, subprocess_env: dict[str, str]
+) -> None:
+    sweep = tmp_path / "sweep"
+    pose = [("yaw_0_30", 24, 5.0), ("yaw_30_60", 5, 8.0)]
+    for num, (w, balance) in enumerate([(5, "none"), (10, "none"), (5, "pdb"), (10, "pdb")]):
+        overrides = ["loss=wing", f"loss.w={w}", "loss.eps=2", f"balance={balance}"]
+        write_job(sweep, num, overrides, metrics_of(0.05 + num / 100), FACES, pose)
+    write_job(sweep, 4, ["loss=wing", "loss.w=20", "loss.eps=2", "balance=none"])
+
+    printed = run_script("report.py", [str(sweep)], subprocess_env).stdout
+
+    markdown = (sweep / "report.md").read_text()
+    rows = [line for line in markdown.splitlines() if line.startswith("| loss.w=")]
+    assert [r.split("|")[1].strip() for r in rows] == [
+        "loss.w=5 balance=none", "loss.w=10 balance=none", "loss.w=5 balance=pdb",
+        "loss.w=10 balance=pdb", "loss.w=20 balance=none",
+    ]  # fmt: skip
+    assert rows[4].split("|")[2].strip() == "not finished"
+    assert rows[1].split("|")[3].strip() == "6.00"  # nme_inter_ocular % of job 1
+    for name in ("ced.png", "nme_heatmap_w_eps.png", "nme_per_pose_by_job.png"):
+        assert f"]({name})" in markdown
+        data = (sweep / name).read_bytes()
+        assert data.startswith(PNG_SIGNATURE) and len(data) > 5000, name
+    assert rows[0] in printed
+
+    missing = call_script("report.py", [str(tmp_path / "missing")], subprocess_env)
+    assert missing.returncode == 2 and "no such folder" in missing.stderr
+
+
+# ----------------------------------------------------------------- a real (tiny) multirun
+
+
+def test_report_of_a_real_tiny_multirun_over_w_and_eps(
+    tmp_path: Path, subprocess_env: dict[str, str], small_data: list[str]
+) -> None:
+    sweep = tmp_path / "sweep"
+    # one training batch per job; a constant, large learning rate makes that one step tell the
+    # four losses apart
+    run_script(
+        "train.py",
+        ["-m", "loss=wing", "loss.w=5,10", "loss.eps=1,2", "debug=fdr", "logger=none",
+         "optim.scheduler=null", "optim.optimizer.lr=0.01", *small_data,
+         f"hydra.sweep.dir={sweep}"],
+        subprocess_env,
+    )  # fmt: skip
+    # the reference: each job's metrics.json, its w and eps read off its folder name
+    expected = {}
+    for metrics_file in sweep.glob("*/metrics.json"):
+        w = float(re.search(r"loss\.w=([\d.]+)", metrics_file.parent.name)[1])
+        eps = float(re.search(r"loss\.eps=([\d.]+)", metrics_file.parent.name)[1])
+        expected[(w, eps)] = 100 * json.loads(metrics_file.read_text())["test/nme"]
+    assert len(expected) == 4
+
+    report = write_report(sweep)
+
+    (grid,) = nme_grids(load_jobs(sweep))
+    assert grid.w == [5, 10] and grid.eps == [1, 2]
+    for (w, eps), nme in expected.items():
+        assert grid.nme[grid.eps.index(eps), grid.w.index(w)] == pytest.approx(nme)
+    labels = [row[0] for row in report.rows]
+    assert labels == ["loss.w=5 loss.eps=1", "loss.w=5 loss.eps=2", "loss.w=10 loss.eps=1",
+                      "loss.w=10 loss.eps=2"]  # fmt: skip
+    column = report.columns.index("nme_inter_ocular %")
+    for row in report.rows:
+        w, eps = (float(v.split("=")[1]) for v in row[0].split())
+        assert row[column] == pytest.approx(expected[(w, eps)])
+    with next(sweep.glob("0_*/nme_per_pose.csv")).open() as handle:
+        bins = [r["pose"] for r in csv.DictReader(handle)]
+    bars = pose_bars(load_jobs(sweep))
+    assert bars is not None and bars.bins == bins and len(bars.series) == 4
+    assert set(report.figures) == {"ced", "nme_heatmap_w_eps", "nme_per_pose_by_job"}
+    assert all(path.is_file() for path in report.figures.values())
+    assert len(set(expected.values())) == 4  # four different results, each in its own cell
