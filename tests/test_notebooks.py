@@ -100,3 +100,59 @@ def test_pdb_notebook_reproduces_the_recorded_real_numbers(monkeypatch: pytest.M
     )
     assert "21,080 faces" in text
     assert "improved (default): |yaw| >= 60 share 21.9%" in text  # experiments/pdb_aflw.md
+
+
+def displayed(notebook: nbformat.NotebookNode) -> str:
+    """The rich (``display``) text outputs of an executed notebook: Markdown, HTML or plain."""
+    text = []
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            for kind in ("text/markdown", "text/html", "text/plain"):
+                if kind in data:
+                    text.append(data[kind])
+                    break
+    return "\n".join(text)
+
+
+def test_committed_notebooks_have_no_outputs() -> None:
+    for name in ("losses.ipynb", "multirun_results.ipynb"):
+        notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+        code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+        assert code and all(not c.outputs and c.execution_count is None for c in code), name
+
+
+def test_losses_notebook_plots_the_zoo_and_checks_the_reference_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    text, figures = outputs(run_notebook("losses.ipynb", monkeypatch))
+    assert "6 losses on 3001 errors from -15 to 15 px" in text
+    assert "wing: C = -7.917595 (PAPER.md -7.917595)" in text
+    assert "wing slopes: 5.0000 at 0+, 0.8333 below w, 1.0000 beyond w" in text
+    assert "all reference values of PAPER.md match" in text
+    assert figures == 2  # the zoo and its gradients; Wing for several (w, eps)
+
+
+def test_multirun_results_notebook_browses_a_sweep(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from test_report import FACES, metrics_of, write_job
+
+    sweep = tmp_path / "sweep"
+    pose = [("yaw_0_30", 24, 5.0), ("yaw_30_60", 5, 8.0)]
+    for num, (w, balance) in enumerate([(5, "none"), (10, "none"), (5, "pdb"), (10, "pdb")]):
+        overrides = ["loss=wing", f"loss.w={w}", "loss.eps=2", f"balance={balance}"]
+        write_job(sweep, num, overrides, metrics_of(0.05 + num / 100), FACES, pose)
+    write_job(sweep, 4, ["loss=wing", "loss.w=20", "loss.eps=2", "balance=none"])
+
+    notebook = run_notebook("multirun_results.ipynb", monkeypatch, WINGFACE_SWEEP_DIR=str(sweep))
+
+    text, figures = outputs(notebook)
+    assert f"{sweep}: 5 jobs, 4 finished" in text
+    assert "plots that apply: ced, nme_heatmap_w_eps, nme_per_pose_by_job" in text
+    assert figures == 3  # CED, heat map, pose bars
+    shown = displayed(notebook)
+    assert "loss.w=10 balance=pdb" in shown and "not finished" in shown  # the sweep table
+    assert "yaw_30_60" in shown  # the per-pose table
+    assert "face_b" in shown  # worst face (NME 12 %) of each job
+    assert not list(sweep.glob("*.md")) and not list(sweep.glob("*.png"))  # nothing written

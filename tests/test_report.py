@@ -12,6 +12,8 @@ from __future__ import annotations
 import csv
 import json
 import re
+import runpy
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,8 +23,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf, open_dict
 
-from entry_points import call_script, run_script
-from wingface.config import CONFIG_DIR
+from entry_points import run_script
+from wingface.config import CONFIG_DIR, PROJECT_ROOT
 from wingface.report import (
     build_report,
     load_jobs,
@@ -34,6 +36,7 @@ from wingface.report import (
 
 POSE_HEADER = ["pose", "faces", "nme %", "nme_inter_pupil %", "nme_box %", "fr_0.08 %", "fr_0.10 %"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+REPORT_SCRIPT = PROJECT_ROOT / "src" / "report.py"
 
 
 def write_job(
@@ -356,8 +359,14 @@ def test_worst_faces_come_from_the_per_image_file(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------- the CLI
 
 
+def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run ``src/report.py <args>`` as ``__main__`` in this process (no interpreter start-up)."""
+    monkeypatch.setattr(sys, "argv", [str(REPORT_SCRIPT), *args])
+    runpy.run_path(str(REPORT_SCRIPT), run_name="__main__")
+
+
 def test_cli_writes_report_md_and_the_plots_that_apply(
-    tmp_path: Path, subprocess_env: dict[str, str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     sweep = tmp_path / "sweep"
     pose = [("yaw_0_30", 24, 5.0), ("yaw_30_60", 5, 8.0)]
@@ -366,7 +375,8 @@ def test_cli_writes_report_md_and_the_plots_that_apply(
         write_job(sweep, num, overrides, metrics_of(0.05 + num / 100), FACES, pose)
     write_job(sweep, 4, ["loss=wing", "loss.w=20", "loss.eps=2", "balance=none"])
 
-    printed = run_script("report.py", [str(sweep)], subprocess_env).stdout
+    run_cli([str(sweep)], monkeypatch)
+    printed = capsys.readouterr().out
 
     markdown = (sweep / "report.md").read_text()
     rows = [line for line in markdown.splitlines() if line.startswith("| loss.w=")]
@@ -382,8 +392,9 @@ def test_cli_writes_report_md_and_the_plots_that_apply(
         assert data.startswith(PNG_SIGNATURE) and len(data) > 5000, name
     assert rows[0] in printed
 
-    missing = call_script("report.py", [str(tmp_path / "missing")], subprocess_env)
-    assert missing.returncode == 2 and "no such folder" in missing.stderr
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli([str(tmp_path / "missing")], monkeypatch)
+    assert exit_info.value.code == 2 and "no such folder" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------- a real (tiny) multirun
