@@ -230,7 +230,8 @@ def plot_value_grids(
     Args:
         grids: ``(panel title, x values (C,), y values (R,), values (R, C))`` per panel; a NaN
             value leaves its cell blank. Every cell with a value is annotated with it (2
-            decimals). All panels share one colour scale.
+            decimals; small print on grids wider than 8 cells, e.g. an Optuna search's
+            scattered values). All panels share one colour scale.
         path: PNG to write (folders created).
         title: figure title.
         x_label: name of the x (column) parameter.
@@ -245,22 +246,27 @@ def plot_value_grids(
     if vmin == vmax:
         vmin, vmax = vmin - 0.5, vmax + 0.5
     cmap = plt.get_cmap("viridis_r").with_extremes(bad="white")
+    columns = max((len(xs) for _, xs, _, _ in grids), default=1)
+    rows = max((len(ys) for _, _, ys, _ in grids), default=1)
+    panel_width, height = max(3.6, 1.5 + 0.45 * columns), max(3.6, 1.5 + 0.3 * rows)
     fig, axes = plt.subplots(
-        1, len(grids), figsize=(1.2 + 3.6 * len(grids), 3.6), dpi=100, squeeze=False
+        1, len(grids), figsize=(1.2 + panel_width * len(grids), height), dpi=100, squeeze=False
     )
+    fontsize = 8 if columns <= 8 else 6
     image = None
     for ax, (panel, xs, ys, values) in zip(axes[0], grids, strict=True):
         values = np.ma.masked_invalid(np.asarray(values, dtype=float))
         image = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax, origin="lower", aspect="auto")
-        ax.set_xticks(range(len(xs)), [f"{x:g}" for x in xs])
-        ax.set_yticks(range(len(ys)), [f"{y:g}" for y in ys])
+        ax.set_xticks(range(len(xs)), [f"{x:.3g}" for x in xs], fontsize=fontsize,
+                      rotation=0 if len(xs) <= 8 else 90)  # fmt: skip
+        ax.set_yticks(range(len(ys)), [f"{y:.3g}" for y in ys], fontsize=fontsize)
         ax.set_xlabel(x_label)
         ax.set_ylabel(y_label)
         for (row, col), value in np.ndenumerate(values.filled(np.nan)):
             if np.isfinite(value):
                 red, green, blue, _ = cmap((value - vmin) / (vmax - vmin))
                 dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5
-                ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=8,
+                ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=fontsize,
                         color="white" if dark else "black")  # fmt: skip
         if panel:
             ax.set_title(panel, fontsize=8)
