@@ -9,7 +9,7 @@ the current Hydra job instead (:func:`ddp_rank_command`), and leaves the process
 sweep's next job.
 
 :func:`slurm_batch_script` checks the settings of ``hydra/launcher=slurm`` with submitit's SLURM
-executor and writes the batch script SLURM would get, without a cluster; the launcher
+executor and makes the batch script SLURM would get, without a cluster; the launcher
 ``hydra/launcher=slurm_local`` (``hydra_plugins.wingface_launcher``) uses it before running the
 jobs with submitit's local executor.
 """
