@@ -13,7 +13,14 @@ from torch.utils.data import DataLoader
 
 from wingface.data.balance import NoBalance, pose_quantile_flags
 from wingface.data.checks import bad_samples_path, check_policy
-from wingface.data.dataset import ContextCrops, FaceCropDataset
+from wingface.data.dataset import (
+    ContextCrops,
+    DeviceBatches,
+    DeviceCrops,
+    FaceCropDataset,
+    collate_batch,
+)
+from wingface.data.gpu_augment import BatchAugmentation, sample_keys
 from wingface.data.sampler import BalancedEpochSampler
 from wingface.data.sources import FaceSource
 from wingface.data.transforms import TrainAugmentation
@@ -31,6 +38,14 @@ class FaceDataModule(L.LightningDataModule):
     Batches are dicts: ``image`` ``(B, 3, S, S)`` uint8, ``landmarks`` ``(B, L, 2)`` float32 in
     input pixels, ``visibility`` ``(B, L)`` float32, ``index`` ``(B,)``.
 
+    Two training augmentation paths: a per-sample one in the data-loader workers
+    (``augment=default``, :class:`TrainAugmentation`), or a batched one on the batch's device
+    (``augment=gpu``, :class:`BatchAugmentation`): the loader then serves un-augmented context
+    crops and :meth:`on_after_batch_transfer` augments each training batch where it landed.
+    With ``on_device`` the crops of every split are kept on the trainer's device and batches
+    are indexed there (no workers, no copy per batch); the batches are the same as the
+    loader's.
+
     Args:
         source: the dataset source (``data.source``).
         root: the dataset's folder on disk (``data.root``), checked before anything is loaded;
@@ -42,9 +57,12 @@ class FaceDataModule(L.LightningDataModule):
         context_scale: context crop side as a multiple of the input crop (room for augmentation).
         batch_size: training batch size.
         eval_batch_size: validation / test batch size.
-        num_workers: data-loader worker processes.
+        num_workers: data-loader worker processes (``data.num_workers``, 0: load in the
+            training process).
         augment: builds the training augmentation from ``(input_size, context_size,
-            flip_permutation)``; None trains on un-augmented centre crops.
+            flip_permutation)``: a :class:`TrainAugmentation` (per sample, in the loader) or a
+            :class:`BatchAugmentation` (per batch, after transfer); None trains on
+            un-augmented centre crops.
         balance: returns each training face's repeat count from the training shapes.
         pin_memory: pin host memory for faster transfers to an accelerator.
         protocol: what the test split reports (``data.protocol``); the default protocol when
@@ -62,6 +80,8 @@ class FaceDataModule(L.LightningDataModule):
             ``output_dir``.
         output_dir: the run folder for ``bad_samples.txt``; None: the Hydra run folder
             (``paths.output_dir``) when Hydra is running, else the list is only logged.
+        on_device: keep the crops as uint8 tensors on the trainer's device and index batches
+            there (``data.on_device``); needs the batched augmentation or none.
     """
 
     def __init__(
@@ -84,6 +104,7 @@ class FaceDataModule(L.LightningDataModule):
         seed: int = 0,
         on_bad_sample: str = "error",
         output_dir: str | None = None,
+        on_device: bool = False,
     ) -> None:
         super().__init__()
         self.on_bad_sample = check_policy(on_bad_sample)
@@ -103,6 +124,13 @@ class FaceDataModule(L.LightningDataModule):
             )
         if crop_scale <= 0:
             raise ValueError(f"data.crop_scale must be > 0, got {crop_scale}")
+        for key, value in {"batch_size": batch_size, "eval_batch_size": eval_batch_size}.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"data.{key} must be a whole number >= 1, got {value!r}")
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            raise ValueError(f"data.num_workers must be a whole number >= 0, got {num_workers!r}")
+        if not isinstance(on_device, bool):
+            raise ValueError(f"data.on_device must be true or false, got {on_device!r}")
         self.num_points = num_points
         self.input_size = input_size
         self.crop_scale = crop_scale
@@ -116,8 +144,11 @@ class FaceDataModule(L.LightningDataModule):
         self.protocol = protocol if protocol is not None else EvaluationProtocol()
         self.pose_quantiles = None if pose_quantiles is None else list(pose_quantiles)
         self.seed = int(seed)
+        self.on_device = on_device
         self.crops: dict[str, ContextCrops] = {}
+        self.device_crops: dict[str, DeviceCrops] = {}
         self.train_repeats: np.ndarray | None = None
+        self._augmentation: TrainAugmentation | BatchAugmentation | None = None
 
     def _crops(self, split: str) -> ContextCrops:
         if split not in self.crops:
@@ -188,34 +219,94 @@ class FaceDataModule(L.LightningDataModule):
         """``(L, 2)`` mean training shape in input pixels (un-augmented centre crops)."""
         return torch.from_numpy(self._crops("train").input_landmarks().mean(axis=0))
 
+    def augmentation(self) -> TrainAugmentation | BatchAugmentation | None:
+        """The training augmentation (built once, for the training crops' sizes)."""
+        if self._augmentation is None and self.augment is not None:
+            augmentation = self.augment(
+                input_size=self.input_size,
+                context_size=self._crops("train").context_size,
+                flip_permutation=self.scheme.flip_array(),
+            )
+            if self.on_device and not isinstance(augmentation, BatchAugmentation):
+                raise ValueError(
+                    f"data.on_device=true keeps the crops on the accelerator and needs the "
+                    f"batched augmentation (augment=gpu) or none (augment=none), not "
+                    f"{type(augmentation).__name__}"
+                )
+            self._augmentation = augmentation
+        return self._augmentation
+
+    def _batched(self) -> bool:
+        """Whether training batches are augmented after transfer (``augment=gpu``)."""
+        return isinstance(self.augmentation(), BatchAugmentation)
+
+    def _train_indices(self) -> np.ndarray:
+        if self.train_repeats is None:
+            self.setup("fit")
+        return np.repeat(np.arange(len(self._crops("train"))), self.train_repeats)
+
     def dataset(self, split: str) -> FaceCropDataset:
-        """The dataset of ``split``; the training split is augmented and balanced."""
+        """The dataset of ``split``; the training split is augmented and balanced (with
+        ``augment=gpu`` it serves context crops, augmented after transfer)."""
         crops = self._crops(split)
         if split != "train":
             return FaceCropDataset(crops, np.arange(len(crops)))
-        if self.train_repeats is None:
-            self.setup("fit")
-        indices = np.repeat(np.arange(len(crops)), self.train_repeats)
-        augment = None
-        if self.augment is not None:
-            augment = self.augment(
-                input_size=self.input_size,
-                context_size=crops.context_size,
-                flip_permutation=self.scheme.flip_array(),
-            )
+        indices = self._train_indices()
+        if self._batched():
+            return FaceCropDataset(crops, indices, seed=self.seed, context=True)
+        augment = self.augmentation()
+        assert augment is None or isinstance(augment, TrainAugmentation)
         return FaceCropDataset(crops, indices, augment, seed=self.seed)
+
+    def _device(self) -> torch.device:
+        trainer = self.trainer
+        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+
+    def _device_batches(
+        self, split: str, batch_size: int, sampler: BalancedEpochSampler | None = None
+    ) -> DeviceBatches:
+        if split not in self.device_crops:
+            self.device_crops[split] = DeviceCrops(self._crops(split), self._device())
+            log.info("%s split: crops kept on %s", split, self._device())
+        if split == "train":
+            indices, context = self._train_indices(), self._batched()
+        else:
+            indices, context = np.arange(len(self._crops(split))), False
+        return DeviceBatches(self.device_crops[split], indices, batch_size, sampler, context)
 
     def _loader(
         self, split: str, batch_size: int, sampler: BalancedEpochSampler | None = None
-    ) -> DataLoader:
+    ) -> DataLoader | DeviceBatches:
+        if self.on_device:
+            return self._device_batches(split, batch_size, sampler)
         return DataLoader(
             self.dataset(split),
             batch_size=batch_size,
             sampler=sampler,
             num_workers=self.num_workers,
+            collate_fn=collate_batch,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
         )
+
+    def on_after_batch_transfer(
+        self, batch: dict[str, torch.Tensor], dataloader_idx: int
+    ) -> dict[str, torch.Tensor]:
+        """Augment a training batch of context crops where it landed (``augment=gpu``).
+
+        Only training batches carry ``epoch`` and ``position``; each sample is augmented with
+        the draws keyed by ``(data.seed, epoch, position)``. Other batches pass unchanged.
+        """
+        if not isinstance(batch, dict) or "position" not in batch:
+            return batch
+        augmentation = self.augmentation()
+        assert isinstance(augmentation, BatchAugmentation)
+        image = batch["image"]
+        keys = sample_keys(self.seed, batch.pop("epoch"), batch.pop("position"), image.device)
+        batch["image"], batch["landmarks"], batch["visibility"] = augmentation(
+            image, batch["landmarks"], batch["visibility"], keys
+        )
+        return batch
 
     def train_sampler(self) -> BalancedEpochSampler:
         """The balanced-epoch sampler for this process (world size and rank from the trainer)."""
@@ -234,11 +325,11 @@ class FaceDataModule(L.LightningDataModule):
         )
         return sampler
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader | DeviceBatches:
         return self._loader("train", self.batch_size, self.train_sampler())
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | DeviceBatches:
         return self._loader("val", self.eval_batch_size)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> DataLoader | DeviceBatches:
         return self._loader("test", self.eval_batch_size)

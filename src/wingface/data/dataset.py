@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
+
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from wingface.data.faces import FaceSet
 from wingface.data.transforms import (
@@ -63,16 +66,25 @@ class FaceCropDataset(Dataset):
 
     Each item is a dict with ``image`` ``(3, S, S)`` uint8, ``landmarks`` ``(L, 2)`` float32 in
     input pixels, ``visibility`` ``(L,)`` float32 and ``index`` (the face's index in the crops).
+    With ``context=True`` (batched augmentation after transfer, ``augment=gpu``) the item is
+    the un-augmented context crop instead: ``image`` ``(3, C, C)`` uint8, ``landmarks`` in
+    context-crop pixels, plus ``epoch`` and ``position`` (int64), from which the batched
+    augmentation seeds the sample.
 
     Items are addressed as ``epoch * len(self) + position`` (plain positions are epoch 0): the
     augmentation of a sample is seeded with ``(seed, epoch, position)``, so it depends on
     nothing else (not the worker that loads it, nor whether training was resumed).
+
+    A data loader fetches whole batches through :meth:`__getitems__` (one indexing of the
+    crop array per batch instead of one per sample); use :func:`collate_batch` as its
+    ``collate_fn``.
 
     Args:
         crops: the split's context crops.
         indices: ``(M,)`` face index of each dataset position (repeated faces appear repeatedly).
         augment: the training augmentation, or None for centre crops.
         seed: run seed for the augmentation.
+        context: return un-augmented context crops (see above); not with ``augment``.
     """
 
     def __init__(
@@ -81,11 +93,15 @@ class FaceCropDataset(Dataset):
         indices: np.ndarray,
         augment: TrainAugmentation | None = None,
         seed: int = 0,
+        context: bool = False,
     ) -> None:
+        if context and augment is not None:
+            raise ValueError("context crops are augmented after transfer: pass no augment")
         self.crops = crops
         self.indices = np.asarray(indices, dtype=np.int64)
         self.augment = augment
         self.seed = int(seed)
+        self.context = context
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -96,22 +112,141 @@ class FaceCropDataset(Dataset):
         return int(state[0])
 
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
+        if self.augment is None:
+            return {key: value[0] for key, value in self.__getitems__([item]).items()}
         epoch, position = divmod(int(item), len(self.indices))
         index = int(self.indices[position])
-        image = self.crops.images[index]
-        landmarks = self.crops.landmarks[index]
-        visibility = self.crops.visibility[index]
-        if self.augment is not None:
-            self.augment.reseed(self.sample_seed(epoch, position))
-            image, landmarks, visibility = self.augment(image, landmarks, visibility)
-        else:
-            offset = centre_crop_offset(self.crops.context_size, self.crops.input_size)
-            size = self.crops.input_size
-            image = image[offset : offset + size, offset : offset + size]
-            landmarks = landmarks - offset
+        self.augment.reseed(self.sample_seed(epoch, position))
+        image, landmarks, visibility = self.augment(
+            self.crops.images[index], self.crops.landmarks[index], self.crops.visibility[index]
+        )
         return {
             "image": torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1),
             "landmarks": torch.from_numpy(np.asarray(landmarks, dtype=np.float32)),
             "visibility": torch.from_numpy(np.asarray(visibility, dtype=np.float32)),
             "index": torch.tensor(index, dtype=torch.int64),
         }
+
+    def __getitems__(self, items: list[int]) -> dict[str, torch.Tensor]:
+        """The batch of dataset ``items`` (epoch-tagged positions), collated: ``image``
+        ``(B, 3, S, S)`` (``(B, 3, C, C)`` with ``context``), ``landmarks`` ``(B, L, 2)``,
+        ``visibility`` ``(B, L)``, ``index`` ``(B,)`` (and ``epoch``, ``position`` ``(B,)``
+        with ``context``)."""
+        if self.augment is not None:
+            samples = [self[item] for item in items]
+            return {key: torch.stack([s[key] for s in samples]) for key in samples[0]}
+        epoch, position = np.divmod(np.asarray(items, dtype=np.int64), len(self.indices))
+        index = self.indices[position]
+        images = self.crops.images[index]
+        landmarks = self.crops.landmarks[index]
+        if not self.context:
+            offset = centre_crop_offset(self.crops.context_size, self.crops.input_size)
+            size = self.crops.input_size
+            images = images[:, offset : offset + size, offset : offset + size]
+            landmarks = landmarks - offset
+        batch = {
+            "image": torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
+            "landmarks": torch.from_numpy(np.ascontiguousarray(landmarks, dtype=np.float32)),
+            "visibility": torch.from_numpy(self.crops.visibility[index].astype(np.float32)),
+            "index": torch.from_numpy(index),
+        }
+        if self.context:
+            batch["epoch"] = torch.from_numpy(epoch)
+            batch["position"] = torch.from_numpy(position)
+        return batch
+
+
+def collate_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``collate_fn`` for :class:`FaceCropDataset`: its batches come collated already."""
+    return batch
+
+
+class DeviceCrops:
+    """A split's context crops as tensors on one device (``data.on_device``).
+
+    Attributes:
+        images: ``(N, 3, C, C)`` uint8.
+        landmarks: ``(N, L, 2)`` float32 in context-crop pixels.
+        visibility: ``(N, L)`` float32.
+        input_size: side ``S`` of the central network-input window.
+    """
+
+    def __init__(self, crops: ContextCrops, device: torch.device) -> None:
+        images = torch.from_numpy(crops.images).permute(0, 3, 1, 2)
+        self.images = images.to(device).contiguous()
+        self.landmarks = torch.from_numpy(crops.landmarks).to(device)
+        self.visibility = torch.from_numpy(crops.visibility.astype(np.float32)).to(device)
+        self.input_size = crops.input_size
+        self.offset = centre_crop_offset(crops.context_size, crops.input_size)
+
+    def batch(
+        self, faces: torch.Tensor, epoch: torch.Tensor, position: torch.Tensor, context: bool
+    ) -> dict[str, torch.Tensor]:
+        """The batch of ``(B,)`` ``faces`` (device int64), as :class:`FaceCropDataset` gives it:
+        centre crops, or with ``context`` the context crops plus ``epoch`` and ``position``."""
+        images = self.images[faces]
+        landmarks = self.landmarks[faces]
+        if not context:
+            size, offset = self.input_size, self.offset
+            images = images[:, :, offset : offset + size, offset : offset + size].contiguous()
+            landmarks = landmarks - offset
+        batch = {
+            "image": images,
+            "landmarks": landmarks,
+            "visibility": self.visibility[faces],
+            "index": faces,
+        }
+        if context:
+            batch["epoch"] = epoch
+            batch["position"] = position
+        return batch
+
+
+class DeviceBatches:
+    """An epoch of batches indexed on the device from :class:`DeviceCrops`: no data-loader
+    workers, no host-to-device copy per batch (``data.on_device``).
+
+    Yields the same batches as a data loader over :class:`FaceCropDataset` with the same
+    sampler and batch size (the last batch may be smaller).
+
+    Args:
+        crops: the split's crops on the device.
+        indices: ``(M,)`` face index of each dataset position.
+        batch_size: samples per batch.
+        sampler: the training sampler (epoch-tagged positions, :meth:`set_epoch` is called
+            through ``.sampler`` by Lightning), or None for positions in order.
+        context: yield context crops for batched augmentation after transfer.
+    """
+
+    def __init__(
+        self,
+        crops: DeviceCrops,
+        indices: np.ndarray,
+        batch_size: int,
+        sampler: Sampler[int] | None = None,
+        context: bool = False,
+    ) -> None:
+        self.crops = crops
+        self.indices = torch.as_tensor(np.asarray(indices, dtype=np.int64)).to(crops.images.device)
+        self.batch_size = int(batch_size)
+        self.sampler = sampler
+        self.batch_sampler = None  # read by Lightning, as on a DataLoader
+        self.context = context
+
+    def _items(self) -> torch.Tensor:
+        if self.sampler is None:
+            return torch.arange(len(self.indices), device=self.indices.device)
+        items = torch.as_tensor(list(self.sampler), dtype=torch.int64)
+        return items.to(self.indices.device)
+
+    def __len__(self) -> int:
+        total = len(self.sampler) if self.sampler is not None else len(self.indices)
+        return math.ceil(total / self.batch_size)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        items = self._items()
+        epoch, position = items // len(self.indices), items % len(self.indices)
+        for start in range(0, len(items), self.batch_size):
+            chunk = slice(start, start + self.batch_size)
+            faces = self.indices[position[chunk]]
+            yield self.crops.batch(faces, epoch[chunk], position[chunk], self.context)

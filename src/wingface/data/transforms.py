@@ -9,11 +9,12 @@ A face is cropped once into a square *context crop* of ``context_size`` pixels w
 image content into view instead of empty borders. Training samples are then drawn from the
 context crop: optional horizontal flip with landmark re-indexing, an albumentations affine
 (rotation, scale, shift) about the crop centre, a centre crop to the input size and colour jitter.
+The same augmentation for whole batches on the batch's device is
+:class:`wingface.data.gpu_augment.BatchAugmentation` (``augment=gpu``).
 """
 
 from __future__ import annotations
 
-import albumentations as A
 import cv2
 import numpy as np
 
@@ -94,6 +95,46 @@ def centre_crop_offset(context_size: int, input_size: int) -> int:
     return (context_size - input_size) // 2
 
 
+def check_augment_options(
+    rotate: float,
+    scale: float,
+    shift: float,
+    flip_prob: float,
+    brightness: float,
+    contrast: float,
+    saturation: float,
+    hue: float,
+    blur_prob: float,
+    occlusion_prob: float,
+) -> None:
+    """Check the ``augment.*`` options shared by both augmentation paths.
+
+    Raises:
+        ValueError: naming the ``augment.<key>``, its value and the allowed range.
+    """
+    for key, value in {
+        "rotate": rotate,
+        "scale": scale,
+        "shift": shift,
+        "brightness": brightness,
+        "contrast": contrast,
+        "saturation": saturation,
+    }.items():
+        if not value >= 0:
+            raise ValueError(f"augment.{key} must be >= 0, got {value}")
+    for key, value in {
+        "flip_prob": flip_prob,
+        "blur_prob": blur_prob,
+        "occlusion_prob": occlusion_prob,
+    }.items():
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"augment.{key} must be in [0, 1], got {value}")
+    if scale >= 1.0:
+        raise ValueError(f"augment.scale must be < 1, got {scale}")
+    if not 0.0 <= hue <= 0.5:
+        raise ValueError(f"augment.hue must be in [0, 0.5], got {hue}")
+
+
 class TrainAugmentation:
     """Random flip, affine and colour augmentation of context crops (albumentations).
 
@@ -127,18 +168,22 @@ class TrainAugmentation:
         blur_prob: float = 0.1,
         occlusion_prob: float = 0.0,
     ) -> None:
-        for key, value in {"rotate": rotate, "scale": scale, "shift": shift}.items():
-            if value < 0:
-                raise ValueError(f"augment.{key} must be >= 0, got {value}")
-        for key, value in {
-            "flip_prob": flip_prob,
-            "blur_prob": blur_prob,
-            "occlusion_prob": occlusion_prob,
-        }.items():
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"augment.{key} must be in [0, 1], got {value}")
-        if scale >= 1.0:
-            raise ValueError(f"augment.scale must be < 1, got {scale}")
+        # albumentations is imported here, not with the module: the batched path
+        # (augment=gpu) and evaluation work without it.
+        import albumentations as A
+
+        check_augment_options(
+            rotate=rotate,
+            scale=scale,
+            shift=shift,
+            flip_prob=flip_prob,
+            brightness=brightness,
+            contrast=contrast,
+            saturation=saturation,
+            hue=hue,
+            blur_prob=blur_prob,
+            occlusion_prob=occlusion_prob,
+        )
         centre_crop_offset(context_size, input_size)  # validates the sizes
         self.flip_permutation = np.asarray(flip_permutation, dtype=np.int64)
         self.flip_prob = flip_prob
