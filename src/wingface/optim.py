@@ -2,10 +2,69 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
+from collections.abc import Callable
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
+
+log = logging.getLogger(__name__)
+
+LR_SCALING = ("none", "linear", "sqrt")
+"""Rules for the learning rate at another batch size (``optim.lr_scaling``)."""
+
+
+def scaled_lr(lr: float, batch_size: int, base_batch_size: int, rule: str) -> float:
+    """The learning rate for ``batch_size`` from ``lr`` tuned at ``base_batch_size``.
+
+    ``none`` keeps ``lr``; ``linear`` multiplies it by ``batch_size / base_batch_size`` (SGD's
+    usual rule); ``sqrt`` by the square root of that ratio (the usual rule for Adam).
+
+    Raises:
+        ValueError: naming ``optim.lr_scaling`` or ``optim.base_batch_size``.
+    """
+    if rule not in LR_SCALING:
+        raise ValueError(f"optim.lr_scaling must be one of {LR_SCALING}, got {rule!r}")
+    if isinstance(base_batch_size, bool) or not isinstance(base_batch_size, int):
+        raise ValueError(f"optim.base_batch_size must be a whole number, got {base_batch_size!r}")
+    if base_batch_size < 1:
+        raise ValueError(f"optim.base_batch_size must be >= 1, got {base_batch_size}")
+    ratio = batch_size / base_batch_size
+    return lr * {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[rule]
+
+
+def scale_optimizer_lr(
+    optimizer: Callable[..., Optimizer],
+    batch_size: int,
+    base_batch_size: int = 64,
+    rule: str = "none",
+) -> Callable[..., Optimizer]:
+    """The optimizer factory (``optim.optimizer``, a partial with ``lr``) with its learning
+    rate scaled from ``base_batch_size`` to ``batch_size`` by ``rule`` (:func:`scaled_lr`).
+
+    The batch size is the per-process ``data.batch_size``; under DDP each update averages
+    over all processes, so scale ``optim.base_batch_size`` accordingly.
+    """
+    lr = scaled_lr(1.0, batch_size, base_batch_size, rule)  # validates the options
+    if rule == "none":
+        return optimizer
+    if not isinstance(optimizer, functools.partial) or "lr" not in optimizer.keywords:
+        raise ValueError(
+            f"optim.lr_scaling={rule} needs optim.optimizer to set lr (a partial optimizer)"
+        )
+    base_lr = float(optimizer.keywords["lr"])
+    lr = scaled_lr(base_lr, batch_size, base_batch_size, rule)
+    log.info(
+        "learning rate %.3g for batch %d (%s scaling of %.3g at batch %d)",
+        lr,
+        batch_size,
+        rule,
+        base_lr,
+        base_batch_size,
+    )
+    return functools.partial(optimizer.func, *optimizer.args, **{**optimizer.keywords, "lr": lr})
 
 
 def one_cycle(

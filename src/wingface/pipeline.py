@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from wingface.config import choose_wandb_mode
 from wingface.data.preflight import check_run_config
 from wingface.module import LandmarkModule
+from wingface.optim import scale_optimizer_lr
 from wingface.provenance import RunRecord
 from wingface.run_tags import run_tags
 
@@ -101,12 +102,18 @@ def build_callbacks(cfg: DictConfig, with_logger: bool = True) -> list[L.Callbac
 
 
 def build_module(cfg: DictConfig) -> LandmarkModule:
-    """The LightningModule of ``cfg``: ``model``, ``loss`` and ``optim`` groups, and the
-    ``channels_last`` / ``compile`` switches (off for run configs that predate them)."""
+    """The LightningModule of ``cfg``: ``model``, ``loss`` and ``optim`` groups (the learning
+    rate scaled to ``data.batch_size`` by ``optim.lr_scaling``), and the ``channels_last`` /
+    ``compile`` switches (off for run configs that predate them)."""
     return LandmarkModule(
         net=instantiate(cfg.model),
         loss=instantiate(cfg.loss),
-        optimizer=instantiate(cfg.optim.optimizer),
+        optimizer=scale_optimizer_lr(
+            instantiate(cfg.optim.optimizer),
+            batch_size=int(OmegaConf.select(cfg, "data.batch_size", default=1)),
+            base_batch_size=cfg.optim.get("base_batch_size", 64),
+            rule=cfg.optim.get("lr_scaling", "none"),
+        ),
         scheduler=instantiate(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None,
         channels_last=bool(cfg.get("channels_last", False)),
         compile=bool(cfg.get("compile", False)),
