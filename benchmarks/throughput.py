@@ -16,7 +16,9 @@ bf16-mixed + channels-last, and the same compiled), in one run:
   composed with Hydra: faces pre-cropped once into in-memory uint8 context crops), for each data
   path: ``default`` (albumentations per sample in loader workers), ``gpu`` (loader serves context
   crops, pinned memory, non-blocking copy, ``augment=gpu`` batched after transfer) and
-  ``on-device`` (crops kept on the device, batches indexed and augmented there). Measured in a
+  ``on-device`` (crops kept on the device, batches indexed and augmented there; with
+  ``-compile`` settings also the augmentation is compiled, ``augment.compile``, and only this
+  path is measured). Measured in a
   plain loop (loader ``next()``, transfer, augmentation, the same step), reporting the share of
   the time blocked waiting for the next batch, and the on-device path also inside
   ``Trainer.fit`` (Lightning's loop and logging included);
@@ -337,15 +339,18 @@ def measure_model(
         paths.pop("default")
     paths = {name: extra for name, extra in paths.items() if name in args.paths}
     cfg = compose_run(base, args.cache_dir)
-    datamodules = {
-        name: instantiate(compose_run(base + extra, args.cache_dir).data)
-        for name, extra in paths.items()
-    }
-    evaluation = {
-        "loader": datamodules.get("gpu") or instantiate(cfg.data),
-        "on-device": datamodules.get("on-device")
-        or instantiate(compose_run([*base, "data.on_device=true"], args.cache_dir).data),
-    }
+    built: dict[tuple[str, bool], FaceDataModule] = {}
+
+    def datamodule_of(name: str, compiled: bool) -> FaceDataModule:
+        """The data module of a path (built once; augment.compile follows the setting)."""
+        compiled = compiled and name != "default"
+        if (name, compiled) not in built:
+            extra = [*paths[name], *(["augment.compile=true"] if compiled else [])]
+            built[name, compiled] = instantiate(compose_run(base + extra, args.cache_dir).data)
+        return built[name, compiled]
+
+    paths["loader"] = []
+    paths["on-device eval"] = ["data.on_device=true"]
     generator = torch.Generator().manual_seed(0)
     fixed = synthetic_batch(batch, size, device, generator)
     for setting in settings:
@@ -357,14 +362,20 @@ def measure_model(
             lambda stepper=stepper: stepper(fixed), device, warmup, args.seconds, args.min_steps
         )
         row.train["model-only"] = steps * batch / seconds
-        for name, datamodule in datamodules.items():
+        # compiled settings: the on-device path only (each data module compiles its own
+        # augmentation, and the compilations would dominate a short GPU check)
+        train_paths = [p for p in paths if p in args.paths]
+        if setting.compile:
+            train_paths = [p for p in train_paths if p == "on-device"]
+        for name in train_paths:
+            datamodule = datamodule_of(name, setting.compile)
             speed, wait = loop_throughput(datamodule, stepper, device, args)
             row.train[f"loop {name}"] = speed
             row.wait_share[f"loop {name}"] = wait
-        if "on-device" in datamodules and not args.no_fit:
+        if "on-device" in paths and "on-device" in args.paths and not args.no_fit:
             steps = max(args.min_steps, int(args.seconds * row.train["model-only"] / batch))
             row.train["fit on-device"] = fit_throughput(
-                module, datamodules["on-device"], setting, device, steps, args
+                module, datamodule_of("on-device", setting.compile), setting, device, steps, args
             )
         with torch.no_grad(), setting.autocast(device):
             module.eval()
@@ -376,7 +387,8 @@ def measure_model(
                 args.min_steps,
             )
         row.eval["model-only"] = steps * batch / seconds
-        for name, datamodule in evaluation.items():
+        for name, path in (("loader", "loader"), ("on-device", "on-device eval")):
+            datamodule = datamodule_of(path, False)
             row.eval[name] = eval_throughput(datamodule, module, setting, device, args)
         yield row
 

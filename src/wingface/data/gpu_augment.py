@@ -195,13 +195,9 @@ def transform_points_batch(points: torch.Tensor, matrices: torch.Tensor) -> torc
     return out.to(torch.float32)
 
 
-def warp_images(images: torch.Tensor, matrices: torch.Tensor, out_size: int) -> torch.Tensor:
-    """Resample ``(B, 3, C, C)`` images through ``(B, 2, 3)`` matrices into ``(B, 3, S, S)``.
-
-    Bilinear, zeros outside the source (as ``cv2.warpAffine`` with a constant black border).
-    Returns float32 (0–255 for uint8 input).
-    """
-    size_in = images.shape[-1]
+def sampling_theta(matrices: torch.Tensor, size_in: int, out_size: int) -> torch.Tensor:
+    """``(B, 2, 3)`` float32 ``affine_grid`` thetas that warp ``size_in`` images through
+    ``(B, 2, 3)`` pixel matrices into ``out_size`` outputs (``align_corners=False``)."""
     m = matrices.to(torch.float64)
     a, t = m[:, :, :2], m[:, :, 2]
     inverse = torch.linalg.inv(a)
@@ -212,11 +208,23 @@ def warp_images(images: torch.Tensor, matrices: torch.Tensor, out_size: int) -> 
     linear = inverse * half_out * (2.0 / size_in)
     shift = (inverse @ torch.full_like(t, (out_size - 1) / 2.0)[:, :, None])[:, :, 0]
     translation = (shift + inverse_t) * (2.0 / size_in) + (1.0 / size_in - 1.0)
-    theta = torch.cat([linear, translation[:, :, None]], dim=2).to(torch.float32)
+    return torch.cat([linear, translation[:, :, None]], dim=2).to(torch.float32)
+
+
+def _sample(images: torch.Tensor, theta: torch.Tensor, out_size: int) -> torch.Tensor:
     grid = F.affine_grid(theta, [images.shape[0], 3, out_size, out_size], align_corners=False)
     return F.grid_sample(
         images.to(torch.float32), grid, mode="bilinear", padding_mode="zeros", align_corners=False
     )
+
+
+def warp_images(images: torch.Tensor, matrices: torch.Tensor, out_size: int) -> torch.Tensor:
+    """Resample ``(B, 3, C, C)`` images through ``(B, 2, 3)`` matrices into ``(B, 3, S, S)``.
+
+    Bilinear, zeros outside the source (as ``cv2.warpAffine`` with a constant black border).
+    Returns float32 (0–255 for uint8 input).
+    """
+    return _sample(images, sampling_theta(matrices, images.shape[-1], out_size), out_size)
 
 
 def _grey(images: torch.Tensor) -> torch.Tensor:
@@ -268,6 +276,9 @@ class BatchAugmentation:
         blur_prob: probability of a Gaussian blur (3 or 5 taps, sigma uniform in 0.5–3 px).
         occlusion_prob: probability of one random rectangular occluder (15–40% of the input
             side per axis, a uniform random colour).
+        compile: run the pixel work (warp, colour, blur, occlusion) through ``torch.compile``,
+            which fuses its many element-wise passes into a few kernels (``augment.compile``;
+            a one-off compilation, worth it on a GPU for small fast networks).
     """
 
     def __init__(
@@ -285,7 +296,10 @@ class BatchAugmentation:
         hue: float = 0.05,
         blur_prob: float = 0.1,
         occlusion_prob: float = 0.0,
+        compile: bool = False,
     ) -> None:
+        if not isinstance(compile, bool):
+            raise ValueError(f"augment.compile must be true or false, got {compile!r}")
         check_augment_options(
             rotate=rotate,
             scale=scale,
@@ -309,6 +323,8 @@ class BatchAugmentation:
         self.jitter = (float(brightness), float(contrast), float(saturation), float(hue))
         self.blur_prob = float(blur_prob)
         self.occlusion_prob = float(occlusion_prob)
+        self.compiled = compile
+        self._pixels = torch.compile(self._pixel_ops, dynamic=True) if compile else self._pixel_ops
 
     def draw(self, keys: torch.Tensor) -> AugmentParams:
         """The random choices of each sample, from its ``(B,)`` key (:func:`sample_keys`).
@@ -419,12 +435,37 @@ class BatchAugmentation:
         landmarks = torch.where(flip[:, :, None], landmarks[:, permutation], landmarks)
         visibility = torch.where(flip, visibility[:, permutation], visibility)
         matrices = self.matrices(params)
-        out = warp_images(images, matrices, self.input_size).round_()  # uint8 levels, as cv2
-        out = self._jitter(out, params)
-        out = self._blur(out, params)
-        out = self._occlude(out, params)
-        image = out.round_().clamp_(0.0, 255.0).to(torch.uint8)
+        image = self._pixels(
+            images,
+            sampling_theta(matrices, self.context_size, self.input_size),
+            params.colour,
+            params.colour_order,
+            params.blur,
+            params.blur_kernel,
+            params.occlude,
+            params.hole,
+            params.hole_colour,
+        )
         return image, transform_points_batch(landmarks, matrices), visibility
+
+    def _pixel_ops(
+        self,
+        images: torch.Tensor,
+        theta: torch.Tensor,
+        colour: torch.Tensor,
+        colour_order: torch.Tensor,
+        blur: torch.Tensor,
+        blur_kernel: torch.Tensor,
+        occlude: torch.Tensor,
+        hole: torch.Tensor,
+        hole_colour: torch.Tensor,
+    ) -> torch.Tensor:
+        """Warp, colour, blur and occlusion: ``(B, 3, C, C)`` → ``(B, 3, S, S)`` uint8."""
+        out = _sample(images, theta, self.input_size).round_()  # uint8 levels, as cv2
+        out = self._jitter(out, colour, colour_order)
+        out = self._blur(out, blur, blur_kernel)
+        out = self._occlude(out, occlude, hole, hole_colour)
+        return out.round_().clamp_(0.0, 255.0).to(torch.uint8)
 
     def __call__(
         self,
@@ -436,7 +477,9 @@ class BatchAugmentation:
         """Draw each sample's choices from its key and augment (see :meth:`apply`)."""
         return self.apply(images, landmarks, visibility, self.draw(keys))
 
-    def _jitter(self, images: torch.Tensor, params: AugmentParams) -> torch.Tensor:
+    def _jitter(
+        self, images: torch.Tensor, colour: torch.Tensor, colour_order: torch.Tensor
+    ) -> torch.Tensor:
         """Brightness, contrast and saturation in each sample's own order, then hue, each step
         clipped to 0–255 and quantised to whole levels as the uint8 albumentations path.
 
@@ -445,9 +488,9 @@ class BatchAugmentation:
         """
         brightness, contrast, saturation, hue = self.jitter
         if max(brightness, contrast, saturation) > 0:
-            factors = params.colour[:, :3]
+            factors = colour[:, :3]
             for step in range(3):
-                op = params.colour_order[:, step]
+                op = colour_order[:, step]
                 factor = factors.gather(1, op[:, None])[:, 0]
                 to_mean = torch.where(op == 1, 1.0 - factor, 0.0)[:, None, None, None]
                 to_grey = torch.where(op == 2, 1.0 - factor, 0.0)[:, None, None, None]
@@ -459,33 +502,38 @@ class BatchAugmentation:
                 rounding = torch.where(op == 2, 0.5, 0.0)[:, None, None, None]
                 images = torch.floor_(out + rounding).clamp_(0.0, 255.0)
         if hue > 0:
-            images = shift_hue(images, params.colour[:, 3])
+            images = shift_hue(images, colour[:, 3])
         return images
 
-    def _blur(self, images: torch.Tensor, params: AugmentParams) -> torch.Tensor:
+    def _blur(self, images: torch.Tensor, blur: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
         """Separable Gaussian blur (reflect-101 border, as ``cv2.sepFilter2D``) where drawn."""
         if self.blur_prob == 0:
             return images
         height, width = images.shape[-2:]
         # samples not drawn get the identity kernel: one pass over the whole batch
-        identity = torch.zeros_like(params.blur_kernel)
+        identity = torch.zeros_like(kernel)
         identity[:, 2] = 1.0
-        kernel = torch.where(params.blur[:, None], params.blur_kernel, identity)
+        kernel = torch.where(blur[:, None], kernel, identity)
         taps = kernel[:, :, None, None, None]  # (B, 5, 1, 1, 1)
         padded = F.pad(images, (2, 2, 0, 0), mode="reflect")
         rows = sum(taps[:, k] * padded[..., k : k + width] for k in range(5))
         padded = F.pad(rows, (0, 0, 2, 2), mode="reflect")
         return sum(taps[:, k] * padded[..., k : k + height, :] for k in range(5))
 
-    def _occlude(self, images: torch.Tensor, params: AugmentParams) -> torch.Tensor:
+    def _occlude(
+        self,
+        images: torch.Tensor,
+        occlude: torch.Tensor,
+        hole: torch.Tensor,
+        hole_colour: torch.Tensor,
+    ) -> torch.Tensor:
         """Paint each drawn rectangle with its colour (landmarks keep their positions)."""
         if self.occlusion_prob == 0:
             return images
         size = images.shape[-1]
         coords = torch.arange(size, device=images.device)
-        hole = params.hole
         inside_x = (coords[None, :] >= hole[:, 0:1]) & (coords[None, :] < hole[:, 2:3])
         inside_y = (coords[None, :] >= hole[:, 1:2]) & (coords[None, :] < hole[:, 3:4])
-        mask = inside_y[:, :, None] & inside_x[:, None, :] & params.occlude[:, None, None]
-        colour = params.hole_colour.to(images.dtype)[:, :, None, None]
+        mask = inside_y[:, :, None] & inside_x[:, None, :] & occlude[:, None, None]
+        colour = hole_colour.to(images.dtype)[:, :, None, None]
         return torch.where(mask[:, None], colour, images)
