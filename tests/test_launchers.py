@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +23,14 @@ from wingface.launch import ddp_rank_command, hydra_quote, slurm_batch_script
 
 # Each job: one epoch on the small synthetic splits, no experiment logger, no test phase.
 TINY = ["logger=none", "trainer.max_epochs=1", "trainer.enable_progress_bar=false", "test=false"]
+
+
+def run_tiny_sweep(
+    overrides: list[str], small_data: list[str], env: dict[str, str], location: str
+) -> subprocess.CompletedProcess:
+    """``python src/train.py -m <overrides>`` with tiny jobs (:data:`TINY`, ``small_data``);
+    ``location`` places the sweep, e.g. ``hydra.sweep.dir=<folder>``."""
+    return run_script("train.py", ["-m", *overrides, *TINY, *small_data, location], env)
 
 
 def job_folders(sweep_dir: Path) -> list[Path]:
@@ -178,17 +187,11 @@ def test_slurm_launcher_jobs_run_through_submitit_local_executor(
     from submitit.core.utils import pickle_load
 
     sweep_dir = tmp_path / "sweep"
-    run_script(
-        "train.py",
-        [
-            "-m",
-            "hydra/launcher=slurm_local",
-            "loss=wing,l1",
-            *TINY,
-            *small_data,
-            f"hydra.sweep.dir={sweep_dir}",
-        ],
+    run_tiny_sweep(
+        ["hydra/launcher=slurm_local", "loss=wing,l1"],
+        small_data,
         {**subprocess_env, "WINGFACE_SLURM_PARTITION": "testing"},
+        f"hydra.sweep.dir={sweep_dir}",
     )
     jobs = job_folders(sweep_dir)
     assert [loss_of(j) for j in jobs] == ["loss=wing", "loss=l1"]
@@ -220,17 +223,8 @@ def test_parallel_launcher_runs_two_jobs_at_once_with_a_share_of_the_threads(
     sweep_dir = tmp_path / "sweep"
     # thread limits left to joblib
     env = {k: v for k, v in subprocess_env.items() if not k.endswith("_NUM_THREADS")}
-    result = run_script(
-        "train.py",
-        [
-            "-m",
-            "hydra/launcher=parallel",
-            "loss=l1,wing",
-            *TINY,
-            *small_data,
-            f"hydra.sweep.dir={sweep_dir}",
-        ],
-        env,
+    result = run_tiny_sweep(
+        ["hydra/launcher=parallel", "loss=l1,wing"], small_data, env, f"hydra.sweep.dir={sweep_dir}"
     )
     assert "Joblib.Parallel(n_jobs=2," in result.stdout + result.stderr
     jobs = job_folders(sweep_dir)
@@ -251,17 +245,11 @@ def test_optuna_search_of_w_and_eps_runs_four_trials_and_keeps_the_best(
     tmp_path: Path, subprocess_env: dict[str, str], small_data: list[str]
 ) -> None:
     sweep_dir = tmp_path / "sweep"
-    run_script(
-        "train.py",
-        [
-            "-m",
-            "hparams_search=wing_optuna",
-            "hydra.sweeper.n_trials=4",
-            *TINY,
-            *small_data,
-            f"hydra.sweep.dir={sweep_dir}",
-        ],
+    run_tiny_sweep(
+        ["hparams_search=wing_optuna", "hydra.sweeper.n_trials=4"],
+        small_data,
         subprocess_env,
+        f"hydra.sweep.dir={sweep_dir}",
     )
     jobs = job_folders(sweep_dir)
     assert len(jobs) == 4
@@ -283,19 +271,11 @@ def test_ddp_jobs_of_a_multirun_start_their_own_ranks_and_no_sweep(
     tmp_path: Path, subprocess_env: dict[str, str], small_data: list[str]
 ) -> None:
     log_dir = tmp_path / "logs"
-    result = run_script(
-        "train.py",
-        [
-            "-m",
-            "loss=wing,l1",
-            "trainer=ddp",
-            "trainer.accelerator=cpu",
-            "trainer.devices=2",
-            *TINY,
-            *small_data,
-            f"paths.log_dir={log_dir}",  # default sweep folder: multiruns/<time> under it
-        ],
+    result = run_tiny_sweep(
+        ["loss=wing,l1", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"],
+        small_data,
         subprocess_env,
+        f"paths.log_dir={log_dir}",  # default sweep folder: multiruns/<time> under it
     )
     output = result.stdout + result.stderr
     # one sweep, started once: a rank process re-running the sweep would launch it again

@@ -136,14 +136,9 @@ def test_losses_notebook_plots_the_zoo_and_checks_the_reference_values(
 def test_multirun_results_notebook_browses_a_sweep(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from test_report import FACES, metrics_of, write_job
+    from test_report import write_grid_sweep
 
-    sweep = tmp_path / "sweep"
-    pose = [("yaw_0_30", 24, 5.0), ("yaw_30_60", 5, 8.0)]
-    for num, (w, balance) in enumerate([(5, "none"), (10, "none"), (5, "pdb"), (10, "pdb")]):
-        overrides = ["loss=wing", f"loss.w={w}", "loss.eps=2", f"balance={balance}"]
-        write_job(sweep, num, overrides, metrics_of(0.05 + num / 100), FACES, pose)
-    write_job(sweep, 4, ["loss=wing", "loss.w=20", "loss.eps=2", "balance=none"])
+    sweep = write_grid_sweep(tmp_path / "sweep")
 
     notebook = run_notebook("multirun_results.ipynb", monkeypatch, WINGFACE_SWEEP_DIR=str(sweep))
 

@@ -359,6 +359,17 @@ def test_worst_faces_come_from_the_per_image_file(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------- the CLI
 
 
+def write_grid_sweep(sweep: Path) -> Path:
+    """A fake Wing sweep: w in {5, 10} x balance in {none, pdb} finished (test NME 5-8%, pose
+    bins yaw_0_30 and yaw_30_60), and a fifth job (w=20) not finished; returns ``sweep``."""
+    pose = [("yaw_0_30", 24, 5.0), ("yaw_30_60", 5, 8.0)]
+    for num, (w, balance) in enumerate([(5, "none"), (10, "none"), (5, "pdb"), (10, "pdb")]):
+        overrides = ["loss=wing", f"loss.w={w}", "loss.eps=2", f"balance={balance}"]
+        write_job(sweep, num, overrides, metrics_of(0.05 + num / 100), FACES, pose)
+    write_job(sweep, 4, ["loss=wing", "loss.w=20", "loss.eps=2", "balance=none"])
+    return sweep
+
+
 def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """Run ``src/report.py <args>`` as ``__main__`` in this process (no interpreter start-up)."""
     monkeypatch.setattr(sys, "argv", [str(REPORT_SCRIPT), *args])
@@ -368,12 +379,7 @@ def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
 def test_cli_writes_report_md_and_the_plots_that_apply(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    sweep = tmp_path / "sweep"
-    pose = [("yaw_0_30", 24, 5.0), ("yaw_30_60", 5, 8.0)]
-    for num, (w, balance) in enumerate([(5, "none"), (10, "none"), (5, "pdb"), (10, "pdb")]):
-        overrides = ["loss=wing", f"loss.w={w}", "loss.eps=2", f"balance={balance}"]
-        write_job(sweep, num, overrides, metrics_of(0.05 + num / 100), FACES, pose)
-    write_job(sweep, 4, ["loss=wing", "loss.w=20", "loss.eps=2", "balance=none"])
+    sweep = write_grid_sweep(tmp_path / "sweep")
 
     run_cli([str(sweep)], monkeypatch)
     printed = capsys.readouterr().out
