@@ -56,17 +56,31 @@ def build_predictor(cfg: DictConfig) -> LandmarkPredictor:
     )
 
 
+EXIT_UNREADABLE = 1
+"""Exit status when some input images could not be read (the others' results are written)."""
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="predict")
 def main(cfg: DictConfig) -> None:
-    """Predict every face of every input image; write JSON, CSV and overlays."""
+    """Predict every face of every readable input image; write JSON, CSV and overlays.
+
+    An image that cannot be read is reported (logged, listed under ``unreadable`` in
+    ``landmarks.json``) and the run exits with status 1 after writing every other result.
+    """
     images = list_images(cfg.get("input"))
     given = read_boxes_file(cfg.boxes, [name for name, _ in images]) if cfg.boxes else {}
     predictor = build_predictor(cfg)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = {}
+    unreadable: dict[str, str] = {}
     for name, path in images:
-        image = read_image_rgb(path)
+        try:
+            image = read_image_rgb(path)
+        except (OSError, ValueError) as error:
+            log.error("%s: skipped, %s", name, error)
+            unreadable[name] = str(error)
+            continue
         faces = predictor(image, given.get(name))
         source = "given" if name in given else "detector"
         log.info("%s: %d face(s) (%s boxes)", name, len(faces), source)
@@ -76,11 +90,19 @@ def main(cfg: DictConfig) -> None:
             "faces": [face_record(face, source) for face in faces],
         }
         write_image(out / "overlays" / name, draw_overlay(image, faces, cfg.dot_radius))
-    meta = {"checkpoint": str(cfg.ckpt_path), "input": str(cfg.input)}
+    meta = {"checkpoint": str(cfg.ckpt_path), "input": str(cfg.input), "unreadable": unreadable}
     write_json(out / "landmarks.json", results, meta)
     write_csv(out / "landmarks.csv", results)
     total = sum(len(r["faces"]) for r in results.values())
     log.info("%d face(s) in %d image(s): results in %s", total, len(results), out)
+    if unreadable:
+        log.error(
+            "%d of %d image(s) could not be read: %s",
+            len(unreadable),
+            len(images),
+            ", ".join(unreadable),
+        )
+        raise SystemExit(EXIT_UNREADABLE)
 
 
 if __name__ == "__main__":

@@ -8,12 +8,16 @@ import logging
 from pathlib import Path
 
 import cv2
+import lightning as L
 import numpy as np
 import pytest
+import torch
 from hydra.errors import InstantiationException, MissingConfigException
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from omegaconf import OmegaConf
 
+from entry_points import call_script
 from wingface.data.checks import (
     OUTSIDE_TOLERANCE,
     BadSamples,
@@ -25,8 +29,10 @@ from wingface.data.formats.aflw import load_aflw_csv, read_aflw_csv
 from wingface.data.formats.cofw import load_cofw
 from wingface.data.formats.pts import load_300w, write_pts
 from wingface.data.formats.wflw import load_wflw
+from wingface.metrics import normalising_distance, normalising_distances
 from wingface.pipeline import prepare_run
 from wingface.prediction_io import read_boxes_file
+from wingface.provenance import RunRecord
 
 W, H = 80, 90  # image size of the generated 300-W faces (pixels)
 
@@ -245,6 +251,12 @@ def test_data_option_pointed_at_another_dataset(compose_train, tmp_path: Path) -
         (["model.input_size=60"], r"model.input_size=60 must be divisible by .*=32"),
         (["data.input_size=128"], "data.input_size=128 does not match model.input_size=64"),
         (["data.on_bad_sample=ignore"], "data.on_bad_sample must be one of error, skip"),
+        (["trainer.max_epochs=-1"], r"trainer.max_epochs=-1 sets no epoch limit, so trainer"),
+        (["trainer.max_epochs=0"], r"trainer.max_epochs must be a whole number >= 1"),
+        (["trainer.max_steps=0"], r"trainer.max_steps must be a whole number >= 1, or -1"),
+        (["optim.optimizer.lr=-1"], r"optim.optimizer.lr must be a finite number > 0, got -1"),
+        (["optim.optimizer.lr=0"], r"optim.optimizer.lr must be a finite number > 0, got 0"),
+        (["seed=abc"], r"seed must be a whole number, got 'abc'"),
     ],
 )
 def test_invalid_config_values_name_the_key(compose_train, overrides, expected: str) -> None:
@@ -252,6 +264,40 @@ def test_invalid_config_values_name_the_key(compose_train, overrides, expected: 
     # Hydra wraps errors raised by a _target_ in an InstantiationException quoting them
     with pytest.raises((ValueError, InstantiationException), match=expected):
         prepare_run(cfg)
+
+
+def test_max_epochs_minus_one_with_a_step_budget_is_accepted(compose_train) -> None:
+    prepare_run(compose_train("trainer.max_epochs=-1", "trainer.max_steps=50", "logger=none"))
+
+
+def test_a_text_file_as_ckpt_path_is_named(compose_train, tmp_path: Path) -> None:
+    text = tmp_path / "notes.ckpt"
+    text.write_text("experiment notes\n")
+    with pytest.raises(ValueError, match=r"ckpt_path: .*notes\.ckpt is not a checkpoint"):
+        prepare_run(compose_train("logger=none"), text)
+    with pytest.raises(FileNotFoundError, match=r"ckpt_path: no checkpoint file at .*gone"):
+        prepare_run(compose_train("logger=none"), tmp_path / "gone.ckpt")
+
+
+def test_a_checkpoint_of_another_model_says_which_model_it_holds(
+    compose_train, tmp_path: Path
+) -> None:
+    cnn7 = compose_train("model=cnn7", "logger=none")
+    _, module, _ = prepare_run(cnn7)
+    trainer = L.Trainer(
+        default_root_dir=tmp_path,
+        logger=False,
+        accelerator="cpu",
+        callbacks=[RunRecord(tmp_path, tmp_path, OmegaConf.to_container(cnn7.model), "cnn7")],
+    )
+    trainer.strategy.connect(module)
+    path = tmp_path / "cnn7.ckpt"
+    trainer.save_checkpoint(path)
+    with pytest.raises(ValueError) as info:
+        prepare_run(compose_train("model=cnn6", "logger=none"), path)
+    message = str(info.value)
+    assert "holds model=cnn7 (wingface.models.cnn.LandmarkCNN, input_size=128" in message
+    assert "the config builds model=cnn6 (" in message and "input_size=64" in message
 
 
 def test_unknown_loss_names_the_option(compose_train) -> None:
@@ -336,6 +382,73 @@ def test_datamodule_skip_warns_and_writes_bad_samples_txt(
     assert len(listed) == 5
     for name in BAD_FILES:
         assert any(name in line for line in listed) and name in warnings[0]
+
+
+def _degenerate_300w(root: Path) -> None:
+    """``afw``: 6 faces, face_002's landmarks all at one point; ``lfpw/testset``: 3 faces,
+    face_001 with its outer eye corners (36, 45) at one point (inter-ocular distance 0)."""
+    _folder(root, "afw", 6)
+    write_pts(root / "afw" / "face_002.pts", np.full((68, 2), 40.0))
+    _folder(root, "lfpw/testset", 3, seed=50)
+    points = np.random.default_rng(7).uniform(15, 65, (68, 2))
+    points[45] = points[36]
+    write_pts(root / "lfpw" / "testset" / "face_001.pts", points)
+
+
+def test_degenerate_faces_are_named_at_load_time(compose_train, tmp_path: Path) -> None:
+    _degenerate_300w(tmp_path / "data")
+    datamodule, _, _ = prepare_run(compose_train(*_data_overrides(tmp_path / "data", "error")))
+    with pytest.raises(ValueError, match=r"afw/face_002\.jpg: face box .* has no extent"):
+        datamodule.setup("fit")
+    datamodule, _, _ = prepare_run(compose_train(*_data_overrides(tmp_path / "data", "error")))
+    with pytest.raises(ValueError, match=r"lfpw/testset/face_001\.jpg: inter_ocular normalising"):
+        datamodule.setup("test")
+
+
+def test_degenerate_faces_are_skipped_and_listed(compose_train, tmp_path: Path) -> None:
+    _degenerate_300w(tmp_path / "data")
+    datamodule, _, _ = prepare_run(compose_train(*_data_overrides(tmp_path / "data", "skip")))
+    datamodule.setup("fit")
+    datamodule.setup("test")
+    assert len(datamodule.crops["train"]) + len(datamodule.crops["val"]) == 5
+    assert datamodule.crops["test"].names == [
+        "lfpw/testset/face_000.jpg",
+        "lfpw/testset/face_002.jpg",
+    ]
+    listed = (tmp_path / "run" / "bad_samples.txt").read_text().splitlines()
+    assert len(listed) == 2
+    assert "afw/face_002.jpg" in listed[0] and "no extent" in listed[0]
+    assert "lfpw/testset/face_001.jpg" in listed[1] and "inter_ocular" in listed[1]
+
+
+def test_no_metric_divides_by_zero() -> None:
+    target = torch.rand(2, 68, 2) * 50
+    target[1, 45] = target[1, 36]
+    for kind in ("inter_ocular", "box"):
+        same = target.clone()
+        if kind == "box":
+            same[1] = 7.0
+        distances, usable = normalising_distances(same, None, kind, "300w")
+        assert usable.tolist() == [True, False] and float(distances[1]) == 0.0
+        with pytest.raises(ValueError, match=f"{kind} normalising distance of sample 1 is 0"):
+            normalising_distance(same, None, kind, "300w")
+
+
+def test_a_bad_test_face_stops_the_run_before_training(
+    tmp_path: Path, subprocess_env: dict[str, str]
+) -> None:
+    root = tmp_path / "data"
+    _folder(root, "afw", 8)
+    _folder(root, "lfpw/testset", 3, seed=50)
+    write_pts(root / "lfpw" / "testset" / "face_001.pts", np.full((68, 2), 1000.0))
+    run_dir = tmp_path / "run"
+    result = call_script(
+        "train.py", [*_data_overrides(root, "error"), f"hydra.run.dir={run_dir}"], subprocess_env
+    )
+    assert result.returncode != 0
+    assert "lfpw/testset/face_001.pts" in result.stderr and "outside" in result.stderr
+    assert not (run_dir / "checkpoints").exists() and not (run_dir / "metrics.json").exists()
+    assert "epoch 0" not in (run_dir / "train.log").read_text()
 
 
 def test_datamodule_error_policy_raises(compose_train, bad_300w: Path, tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 import torch
 from hydra.errors import InstantiationException
@@ -90,7 +92,14 @@ def test_datamodule_builds_with_augment_option(compose_train, augment: str) -> N
 def test_callbacks_build(compose_train) -> None:
     cfg = compose_train()
     names = sorted(type(c).__name__ for c in build_callbacks(cfg))
-    assert names == ["LandmarkPanel", "LearningRateMonitor", "ModelCheckpoint", "RunRecord"]
+    assert names == [
+        "InterruptCheckpoint",
+        "LandmarkPanel",
+        "LearningRateMonitor",
+        "ModelCheckpoint",
+        "RunRecord",
+        "StepRandomness",
+    ]
 
 
 def test_debug_and_experiment_configs(compose_train) -> None:
@@ -169,7 +178,11 @@ def test_wandb_is_offline_without_a_key_and_online_with_one(monkeypatch) -> None
     assert choose_wandb_mode() == "offline"
     monkeypatch.delenv("WANDB_MODE")
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
-    assert choose_wandb_mode() == "online"
+    with socket.socket() as server:  # a reachable W&B server (see test_wandb_network.py)
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{server.getsockname()[1]}")
+        assert choose_wandb_mode() == "online"
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert choose_wandb_mode() == "disabled"
 

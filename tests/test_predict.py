@@ -338,3 +338,56 @@ def test_predict_errors_name_the_missing_checkpoint_and_the_empty_input(
     no_checkpoint = run_predict([f"input={folder}", f"hydra.run.dir={tmp_path}/c"], subprocess_env)
     assert no_checkpoint.returncode != 0
     assert "ckpt_path: give the checkpoint to predict with" in no_checkpoint.stderr
+
+
+def test_predict_reports_a_corrupt_image_and_keeps_every_other_result(
+    tmp_path: Path,
+    subprocess_env: dict[str, str],
+    checkpoint: Path,
+    photo_folder: tuple[Path, FaceSet],
+) -> None:
+    source, _ = photo_folder
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for image in sorted(source.glob("face_*")):
+        (folder / image.name).write_bytes(image.read_bytes())
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
+    out = tmp_path / "out"
+    result = run_predict([f"ckpt_path={checkpoint}", f"input={folder}", f"hydra.run.dir={out}"],
+                         subprocess_env)  # fmt: skip
+    assert result.returncode == 1
+    said = result.stdout + result.stderr
+    assert "broken.jpg" in said and "1 of 4 image(s) could not be read" in said
+    written = json.loads((out / "landmarks.json").read_text())
+    assert list(written["images"]) == ["face_0.png", "face_1.jpg", "face_2.png"]
+    assert list(written["unreadable"]) == ["broken.jpg"]
+    assert "cannot decode image" in written["unreadable"]["broken.jpg"]
+    with (out / "landmarks.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    faces_found = sum(len(r["faces"]) for r in written["images"].values())
+    assert len(rows) == 68 * faces_found
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == [
+        "face_0.png",
+        "face_1.jpg",
+        "face_2.png",
+    ]
+
+
+class CollapsingNet(nn.Module):
+    """A model whose predictions collapse to one point (a weakly trained checkpoint)."""
+
+    num_points = 68
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.full((len(images), 68, 2), 20.0)
+
+
+def test_refine_keeps_the_previous_box_when_the_prediction_collapses() -> None:
+    image = np.zeros((200, 200, 3), np.uint8)
+    predictor = LandmarkPredictor(
+        CollapsingNet(), input_size=INPUT_SIZE, crop_scale=CROP_SCALE, refine=2
+    )
+    detector_box = np.array([[50.0, 60.0, 150.0, 160.0]])
+    landmarks, crop_boxes = predictor.landmarks_of_detections(image, detector_box)
+    np.testing.assert_allclose(crop_boxes, predictor.calibration(detector_box))
+    assert landmarks.shape == (1, 68, 2) and np.isfinite(landmarks).all()

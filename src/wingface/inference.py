@@ -101,6 +101,21 @@ def landmark_boxes(landmarks: np.ndarray) -> np.ndarray:
     return np.concatenate([landmarks.min(axis=1), landmarks.max(axis=1)], axis=1)
 
 
+MIN_REFINED_SIDE = 0.1
+"""A re-crop box from predicted landmarks is used only when both its sides are at least this
+fraction of the box it replaces (and 1 px): smaller means the prediction collapsed (a weak or
+mismatched model) and the previous box is kept."""
+
+
+def usable_refined_boxes(proposed: np.ndarray, previous: np.ndarray) -> np.ndarray:
+    """``(N,)`` bool: which ``(N, 4)`` ``proposed`` re-crop boxes are finite and no smaller than
+    :data:`MIN_REFINED_SIDE` of the ``(N, 4)`` ``previous`` boxes' sides (and 1 px)."""
+    sides = proposed[:, 2:] - proposed[:, :2]
+    previous_sides = previous[:, 2:] - previous[:, :2]
+    minimum = np.maximum(MIN_REFINED_SIDE * previous_sides, 1.0)
+    return np.isfinite(proposed).all(axis=1) & (sides >= minimum).all(axis=1)
+
+
 def crop_faces(
     image: np.ndarray, boxes: np.ndarray, crop_scale: float, input_size: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -271,8 +286,20 @@ class LandmarkPredictor:
         crop_boxes = self.calibration(as_boxes(boxes))
         landmarks = self.landmarks_in_boxes(image, crop_boxes)
         for _ in range(self.refine):
-            crop_boxes = landmark_boxes(landmarks)
-            landmarks = self.landmarks_in_boxes(image, crop_boxes)
+            proposed = landmark_boxes(landmarks)
+            usable = usable_refined_boxes(proposed, crop_boxes)
+            if not usable.all():
+                log.warning(
+                    "%d face(s): predicted landmarks collapsed (box side below %g of the "
+                    "crop box); keeping the previous box for them",
+                    int((~usable).sum()),
+                    MIN_REFINED_SIDE,
+                )
+            if not usable.any():
+                break
+            crop_boxes = np.where(usable[:, None], proposed, crop_boxes)
+            landmarks = landmarks.copy()
+            landmarks[usable] = self.landmarks_in_boxes(image, crop_boxes[usable])
         return landmarks, crop_boxes
 
     def __call__(

@@ -35,6 +35,7 @@ __all__ = [
     "ced_curve",
     "failure_rate",
     "normalising_distance",
+    "normalising_distances",
     "per_image_nme",
 ]
 
@@ -105,6 +106,52 @@ def _check_threshold(threshold: float) -> float:
 # ---------------------------------------------------------------------------------------------
 
 
+def normalising_distances(
+    target: Tensor,
+    visibility: Tensor | None = None,
+    kind: str = "inter_ocular",
+    scheme: LandmarkScheme | str = "300w",
+) -> tuple[Tensor, Tensor]:
+    """Per-image normalising distances and whether each image has a usable one.
+
+    Same arguments as :func:`normalising_distance`. Returns ``(distances, usable)``: ``(B,)``
+    distances in pixels (at least float32) and ``(B,)`` bool, False where an eye-based kind
+    lacks a visible eye point or the distance is not > 0. Raises only for an unknown ``kind``
+    or bad shapes; data checks use it to find every unusable face at once.
+    """
+    _check_kind(kind, "kind")
+    _check_points(target, "target")
+    mask = _visibility_mask(visibility, target)
+    pts = target.to(_compute_dtype(target.dtype))
+
+    if kind in ("inter_ocular", "inter_pupil"):
+        sch = _resolve_scheme(scheme)
+        if pts.shape[1] != sch.num_points:
+            raise ValueError(
+                f"target has {pts.shape[1]} landmarks but scheme {sch.name!r} has {sch.num_points}"
+            )
+        a_idx, b_idx = _eye_points(kind, sch)
+        needed = mask[:, a_idx + b_idx].all(dim=1)
+        dist = (pts[:, a_idx].mean(dim=1) - pts[:, b_idx].mean(dim=1)).norm(dim=-1)
+    else:
+        vis = mask.unsqueeze(-1)
+        inf = torch.tensor(float("inf"), dtype=pts.dtype, device=pts.device)
+        upper = torch.where(vis, pts, -inf).amax(dim=1)  # (B, 2)
+        lower = torch.where(vis, pts, inf).amin(dim=1)
+        size = torch.where(mask.any(dim=1, keepdim=True), upper - lower, torch.zeros_like(upper))
+        w, h = size.unbind(dim=-1)
+        dist = (w * h).sqrt() if kind == "box" else (w.square() + h.square()).sqrt()
+        needed = torch.ones_like(dist, dtype=torch.bool)
+    return dist, needed & (dist > 0) & torch.isfinite(dist)
+
+
+def _eye_points(kind: str, scheme: LandmarkScheme) -> tuple[list[int], list[int]]:
+    """The two groups of points whose means an eye-based normalisation measures between."""
+    if kind == "inter_ocular":
+        return [scheme.outer_eye_corners[0]], [scheme.outer_eye_corners[1]]
+    return list(scheme.right_eye), list(scheme.left_eye)
+
+
 def normalising_distance(
     target: Tensor,
     visibility: Tensor | None = None,
@@ -133,47 +180,23 @@ def normalising_distance(
 
     Raises:
         ValueError: for an unknown ``kind``, bad shapes, an eye-based kind whose eye points are
-            not all visible, or a zero distance (the offending sample index is named).
+            not all visible, or a zero distance (the offending sample index is named); the
+            data module screens every evaluated face for these at load time, naming its file.
     """
-    _check_kind(kind, "kind")
-    _check_points(target, "target")
-    mask = _visibility_mask(visibility, target)
-    pts = target.to(_compute_dtype(target.dtype))
-
+    dist, usable = normalising_distances(target, visibility, kind, scheme)
+    if bool(usable.all()):
+        return dist
+    sample = int((~usable).nonzero()[0, 0])
     if kind in ("inter_ocular", "inter_pupil"):
-        sch = _resolve_scheme(scheme)
-        if pts.shape[1] != sch.num_points:
-            raise ValueError(
-                f"target has {pts.shape[1]} landmarks but scheme {sch.name!r} has {sch.num_points}"
-            )
-        if kind == "inter_ocular":
-            a_idx, b_idx = [sch.outer_eye_corners[0]], [sch.outer_eye_corners[1]]
-        else:
-            a_idx, b_idx = list(sch.right_eye), list(sch.left_eye)
-        needed = mask[:, a_idx + b_idx].all(dim=1)
-        if not bool(needed.all()):
-            sample = int((~needed).nonzero()[0, 0])
+        a_idx, b_idx = _eye_points(kind, _resolve_scheme(scheme))
+        if not bool(_visibility_mask(visibility, target)[sample, a_idx + b_idx].all()):
             raise ValueError(
                 f"{kind} normalisation needs eye points {a_idx + b_idx} to be visible, "
                 f"but sample {sample} lacks some of them"
             )
-        dist = (pts[:, a_idx].mean(dim=1) - pts[:, b_idx].mean(dim=1)).norm(dim=-1)
-    else:
-        vis = mask.unsqueeze(-1)
-        inf = torch.tensor(float("inf"), dtype=pts.dtype, device=pts.device)
-        upper = torch.where(vis, pts, -inf).amax(dim=1)  # (B, 2)
-        lower = torch.where(vis, pts, inf).amin(dim=1)
-        size = torch.where(mask.any(dim=1, keepdim=True), upper - lower, torch.zeros_like(upper))
-        w, h = size.unbind(dim=-1)
-        dist = (w * h).sqrt() if kind == "box" else (w.square() + h.square()).sqrt()
-
-    bad = ~(dist > 0)
-    if bool(bad.any()):
-        sample = int(bad.nonzero()[0, 0])
-        raise ValueError(
-            f"{kind} normalising distance of sample {sample} is {float(dist[sample])} (must be > 0)"
-        )
-    return dist
+    raise ValueError(
+        f"{kind} normalising distance of sample {sample} is {float(dist[sample])} (must be > 0)"
+    )
 
 
 def per_image_nme(

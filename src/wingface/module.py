@@ -108,6 +108,7 @@ class LandmarkModule(L.LightningModule):
         self.register_buffer("mean_shape", torch.full((net.num_points, 2), float("nan")))
         self.protocol: EvaluationProtocol | None = None
         self.val_nme_best = MinMetric()
+        self._resumed_val_nme_best: float | None = None
         self.test_indices = CatMetric()
 
     def _normalise(self, images: torch.Tensor) -> torch.Tensor:
@@ -183,7 +184,15 @@ class LandmarkModule(L.LightningModule):
         return loss
 
     def on_train_start(self) -> None:
+        """Start the best validation NME afresh, or from the value a resumed checkpoint held."""
         self.val_nme_best.reset()
+        if self._resumed_val_nme_best is not None:
+            self.val_nme_best.update(torch.tensor(self._resumed_val_nme_best))
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Keep the best validation NME so far (``val/nme_best`` continues after a resume)."""
+        best = float(self.val_nme_best.compute()) if self.val_nme_best.update_count else None
+        checkpoint["val_nme_best"] = best
 
     def on_train_epoch_start(self) -> None:
         """Log the epoch's size: ``train/epoch_samples`` (all ranks, after balancing)."""
@@ -320,6 +329,19 @@ class LandmarkModule(L.LightningModule):
                 values = [f"{per_image[n][row]:.6f}" for n in norms]
                 writer.writerow([int(index), names[int(index)], *values])
         return path
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Let a resumed run follow the schedule of its own length.
+
+        A step-based schedule is planned over ``trainer.estimated_stepping_batches``; its
+        saved state keeps the step reached but not the planned length (``total_steps`` and
+        one-cycle's phase boundaries), so a run resumed with a larger ``trainer.max_epochs``
+        continues on the schedule planned for the new length from the step it reached.
+        """
+        for state in checkpoint.get("lr_schedulers") or []:
+            for key in ("total_steps", "_schedule_phases"):
+                state.pop(key, None)
+        self._resumed_val_nme_best = checkpoint.get("val_nme_best")
 
     def configure_optimizers(self) -> dict:
         optimizer = self.optimizer_factory(params=self.parameters())

@@ -16,13 +16,29 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from wingface.config import choose_wandb_mode
-from wingface.data.preflight import check_run_config
+from wingface.data.preflight import check_checkpoint_matches, check_run_config
+from wingface.fault_tolerance import (
+    AtomicCheckpointIO,
+    InterruptCheckpoint,
+    StepRandomness,
+    interrupted_exit_code,
+    write_atomically,
+)
 from wingface.module import LandmarkModule
 from wingface.optim import scale_optimizer_lr
 from wingface.provenance import RunRecord
+from wingface.run_folder import (
+    CHECKPOINT_FOLDER,
+    check_resume,
+    claim_run_folder,
+    launch_rank,
+    record_run_config,
+    resume_command,
+)
 from wingface.run_tags import run_tags
 
 log = logging.getLogger(__name__)
@@ -87,15 +103,34 @@ def wandb_run_id(output_dir: Path) -> str:
     return run_id
 
 
+def checkpoint_folder(cfg: DictConfig) -> Path:
+    """The run's checkpoint folder (``callbacks.model_checkpoint.dirpath``, else
+    ``<run>/checkpoints``)."""
+    folder = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath", default=None)
+    return Path(folder) if folder else Path(cfg.paths.output_dir) / CHECKPOINT_FOLDER
+
+
 def build_callbacks(cfg: DictConfig, with_logger: bool = True) -> list[L.Callback]:
-    """Instantiate every callback under ``cfg.callbacks``, plus the run's provenance record
-    (:class:`~wingface.provenance.RunRecord`, always).
+    """Instantiate every callback under ``cfg.callbacks``, plus, always, the run's provenance
+    record (:class:`~wingface.provenance.RunRecord`), step-keyed training randomness
+    (:class:`~wingface.fault_tolerance.StepRandomness`) and the checkpoint on SIGTERM
+    (:class:`~wingface.fault_tolerance.InterruptCheckpoint`).
 
     Without an experiment logger (``logger=none``) the learning-rate monitor, which can only
     write to a logger, is left out.
     """
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    callbacks.append(RunRecord(cfg.paths.output_dir, Path(__file__).parent))
+    model_option = (hydra_choices() or {}).get("model")
+    callbacks.append(
+        RunRecord(
+            cfg.paths.output_dir,
+            Path(__file__).parent,
+            OmegaConf.to_container(cfg.model),
+            model_option,
+        )
+    )
+    callbacks.append(StepRandomness(cfg.seed))
+    callbacks.append(InterruptCheckpoint(checkpoint_folder(cfg)))
     if not with_logger:
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     return callbacks
@@ -155,30 +190,85 @@ def finish_loggers(loggers: list[Logger]) -> None:
 
 def write_metrics(cfg: DictConfig, metrics: dict[str, float]) -> Path:
     """Write ``metrics`` to ``<paths.output_dir>/metrics.json`` (read by reports and tests)."""
-    path = Path(cfg.paths.output_dir) / "metrics.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(dict(sorted(metrics.items())), indent=2) + "\n")
-    return path
+    text = (json.dumps(dict(sorted(metrics.items())), indent=2) + "\n").encode()
+    return write_atomically(Path(cfg.paths.output_dir) / "metrics.json", lambda f: f.write(text))
 
 
-def prepare_run(cfg: DictConfig) -> tuple[L.LightningDataModule, LandmarkModule, list[Logger]]:
+def resolved_checkpoint(cfg: DictConfig) -> Path | None:
+    """The checkpoint file ``ckpt_path`` names: ``last`` is ``<checkpoints>/last.ckpt`` when
+    it exists (None: a fresh start), anything else a path."""
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path is None:
+        return None
+    if ckpt_path == "last":
+        last = checkpoint_folder(cfg) / "last.ckpt"
+        return last if last.is_file() else None
+    return Path(str(ckpt_path))
+
+
+def prepare_run(
+    cfg: DictConfig, ckpt_path: str | Path | None = None
+) -> tuple[L.LightningDataModule, LandmarkModule, list[Logger]]:
     """Check the config (:func:`~wingface.data.preflight.check_run_config`), seed everything,
-    then build the data module, the LightningModule and the loggers."""
+    build the LightningModule, check that ``ckpt_path`` (if any) holds its weights, then build
+    the data module and the loggers; no data is read yet."""
     check_run_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
-    return instantiate(cfg.data), build_module(cfg), build_loggers(cfg)
+    module = build_module(cfg)
+    if ckpt_path is not None:
+        check_checkpoint_matches(module, ckpt_path, cfg.model, (hydra_choices() or {}).get("model"))
+    return instantiate(cfg.data), module, build_loggers(cfg)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit, then test the best checkpoint; returns every logged metric as a float."""
-    datamodule, module, loggers = prepare_run(cfg)
+    """Train in the run folder ``paths.output_dir``, held for this launch alone.
+
+    Before anything is written: the folder is locked (:func:`~wingface.run_folder.
+    claim_run_folder`), the config is compared with the one an earlier launch recorded there
+    (:func:`~wingface.run_folder.check_resume`) and checked (:func:`prepare_run`); only then
+    is it recorded in ``.hydra/``. DDP rank processes and further SLURM tasks of the same job
+    use the folder of the launch that started them.
+    """
+    output_dir = Path(cfg.paths.output_dir)
+    if launch_rank() != 0:
+        return fit_and_test(cfg)
+    with claim_run_folder(output_dir):
+        check_resume(cfg, output_dir)
+        return fit_and_test(cfg, record_in=output_dir)
+
+
+def fit_and_test(cfg: DictConfig, record_in: Path | None = None) -> dict[str, float]:
+    """Fit, then test the best checkpoint; returns every logged metric as a float.
+
+    Every split is read and checked before the first training step. On SIGTERM (or SLURM
+    pre-emption) a resumable checkpoint is saved, the command that resumes the run is logged
+    and the process exits with status 143 (0 when SLURM requeued the job).
+
+    Args:
+        cfg: the run config.
+        record_in: the run folder to record the config in once it passed its checks.
+    """
+    datamodule, module, loggers = prepare_run(cfg, resolved_checkpoint(cfg))
+    if record_in is not None:
+        record_run_config(cfg, record_in)
     try:
+        callbacks = build_callbacks(cfg, bool(loggers))
         trainer: L.Trainer = instantiate(
-            cfg.trainer, callbacks=build_callbacks(cfg, bool(loggers)), logger=loggers or False
+            cfg.trainer,
+            callbacks=callbacks,
+            logger=loggers or False,
+            plugins=[AtomicCheckpointIO()],
         )
+        datamodule.setup("fit")
+        if cfg.get("test"):
+            datamodule.setup("test")
         record_config(loggers, cfg)
         start = time.perf_counter()
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        except SIGTERMException:
+            interrupt = next(c for c in callbacks if isinstance(c, InterruptCheckpoint))
+            exit_interrupted(cfg, interrupt)
         fit_seconds = time.perf_counter() - start
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         if cfg.get("test"):
@@ -187,7 +277,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
             )
             if not best:
                 log.warning("no best checkpoint (e.g. fast_dev_run): testing the current weights")
-            trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
+            try:
+                trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
+            except SIGTERMException:
+                log.error("interrupted while testing (the fit had finished); test the best "
+                          "checkpoint with: python src/eval.py ckpt_path=%s", best)  # fmt: skip
+                raise SystemExit(interrupted_exit_code(None)) from None
             metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
             if best:
                 metrics_line = ", ".join(
@@ -204,9 +299,26 @@ def train(cfg: DictConfig) -> dict[str, float]:
         finish_loggers(loggers)
 
 
+def exit_interrupted(cfg: DictConfig, interrupt: InterruptCheckpoint) -> None:
+    """Log where a SIGTERMed fit stopped and how to resume it, then exit (status 143, or 0
+    when SLURM requeued the job)."""
+    code = interrupted_exit_code(interrupt)
+    if interrupt.requeued:
+        log.warning("interrupted at epoch %s; SLURM requeued the job", interrupt.epoch)
+    else:
+        saved = f" (checkpoint {interrupt.saved})" if interrupt.saved else ""
+        log.error(
+            "interrupted at epoch %s%s; resume with:\n  %s",
+            interrupt.epoch,
+            saved,
+            resume_command(cfg.paths.output_dir),
+        )
+    raise SystemExit(code)
+
+
 def evaluate(run_cfg: DictConfig, ckpt_path: str) -> dict[str, float]:
     """Test ``ckpt_path`` with the data and model of the run config ``run_cfg``."""
-    datamodule, module, loggers = prepare_run(run_cfg)
+    datamodule, module, loggers = prepare_run(run_cfg, ckpt_path)
     try:
         trainer: L.Trainer = instantiate(
             run_cfg.trainer, logger=loggers or False, callbacks=[], fast_dev_run=False

@@ -9,6 +9,7 @@ the centre of pixel ``i`` at ``i``.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import cv2
 import numpy as np
 
 from wingface.data.formats.pts import IMAGE_SUFFIXES
+from wingface.fault_tolerance import write_atomically
 from wingface.inference import FaceLandmarks, as_boxes
 from wingface.panel import GROUND_TRUTH_RGB, PREDICTION_RGB
 
@@ -127,21 +129,23 @@ def face_record(face: FaceLandmarks, source: str) -> dict[str, Any]:
 
 
 def write_json(path: Path, results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> Path:
-    """Write ``{**meta, "images": results}`` as indented JSON."""
-    path.write_text(json.dumps({**meta, "images": results}, indent=1) + "\n")
-    return path
+    """Write ``{**meta, "images": results}`` as indented JSON (replaced whole or not at all)."""
+    text = (json.dumps({**meta, "images": results}, indent=1) + "\n").encode()
+    return write_atomically(path, lambda handle: handle.write(text))
 
 
 def write_csv(path: Path, results: dict[str, dict[str, Any]]) -> Path:
-    """Write one row per landmark: ``image, face, point, x, y`` (face and point 0-based)."""
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["image", "face", "point", "x", "y"])
-        for name, result in results.items():
-            for face_index, face in enumerate(result["faces"]):
-                for point, (x, y) in enumerate(face["landmarks"]):
-                    writer.writerow([name, face_index, point, x, y])
-    return path
+    """Write one row per landmark: ``image, face, point, x, y`` (face and point 0-based;
+    replaced whole or not at all)."""
+    rows = io.StringIO(newline="")
+    writer = csv.writer(rows)
+    writer.writerow(["image", "face", "point", "x", "y"])
+    for name, result in results.items():
+        for face_index, face in enumerate(result["faces"]):
+            for point, (x, y) in enumerate(face["landmarks"]):
+                writer.writerow([name, face_index, point, x, y])
+    text = rows.getvalue().encode()
+    return write_atomically(path, lambda handle: handle.write(text))
 
 
 def draw_overlay(

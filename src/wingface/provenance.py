@@ -18,6 +18,8 @@ from typing import Any
 import lightning as L
 import numpy as np
 
+from wingface.fault_tolerance import write_atomically
+
 PACKAGES = (
     "torch",
     "torchvision",
@@ -98,20 +100,52 @@ def run_record(datamodule: Any, code_folder: Path) -> dict[str, Any]:
     }
 
 
-class RunRecord(L.Callback):
-    """Writes ``run_info.json`` into the run folder when fitting starts and logs the record
-    (flattened under ``run/``) to every logger."""
+MODEL_CONFIG_KEY = "model_config"
+"""Checkpoint entry holding the ``model`` config the weights were trained with."""
 
-    def __init__(self, output_dir: str | Path, code_folder: str | Path) -> None:
+MODEL_OPTION_KEY = "model_option"
+"""Checkpoint entry holding the ``model=`` option the weights were trained with (e.g. cnn6)."""
+
+
+class RunRecord(L.Callback):
+    """Writes ``run_info.json`` into the run folder when fitting starts, logs the record
+    (flattened under ``run/``) to every logger, and stores the run's ``model`` config in every
+    checkpoint (under :data:`MODEL_CONFIG_KEY`), so a checkpoint says which model it holds.
+
+    Args:
+        output_dir: the run folder.
+        code_folder: a folder inside the code's git checkout.
+        model_config: the run's ``model`` config as a plain mapping (None: not stored).
+        model_option: the ``model=`` option chosen (None: unknown).
+    """
+
+    def __init__(
+        self,
+        output_dir: str | Path,
+        code_folder: str | Path,
+        model_config: Any | None = None,
+        model_option: str | None = None,
+    ) -> None:
         self.output_dir = Path(output_dir)
         self.code_folder = Path(code_folder)
+        self.model_config = model_config
+        self.model_option = model_option
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        if self.model_config is not None:
+            checkpoint[MODEL_CONFIG_KEY] = self.model_config
+        if self.model_option is not None:
+            checkpoint[MODEL_OPTION_KEY] = self.model_option
 
     def _record(self, trainer: L.Trainer) -> None:
         if not trainer.is_global_zero:
             return
         record = run_record(trainer.datamodule, self.code_folder)
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        (self.output_dir / "run_info.json").write_text(json.dumps(record, indent=2) + "\n")
+        text = (json.dumps(record, indent=2) + "\n").encode()
+        write_atomically(self.output_dir / "run_info.json", lambda handle: handle.write(text))
         flat = {
             "run/git_commit": record["git"]["commit"],
             "run/git_dirty": record["git"]["dirty"],

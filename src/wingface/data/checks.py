@@ -17,8 +17,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
+
+from wingface.data.faces import FaceSet
+from wingface.landmarks import LandmarkScheme
+from wingface.metrics import normalising_distances
 
 BAD_SAMPLES_FILE = "bad_samples.txt"
 """The list of dropped faces in the run folder, one ``"<file or face>: <reason>"`` per line."""
@@ -120,6 +125,67 @@ class BadSamples:
                 f"{what}: no usable face, all {len(dropped)} were bad (wrong folder or format "
                 f"for this data= option?); first: {dropped[0]}"
             )
+
+
+def degenerate_faces(
+    faces: FaceSet, normalisations: list[str], scheme: LandmarkScheme
+) -> dict[int, str]:
+    """``{face index: reason}`` for the faces no crop or metric can use.
+
+    A face is degenerate when its box has no extent (zero or negative width or height: every
+    crop is cut around it), or, for each of ``normalisations`` (the protocol's, given for
+    evaluated splits; empty for training), when its normalising distance is not > 0 or needs
+    an eye point that has no position: an NME would divide by zero.
+    """
+    reasons: dict[int, list[str]] = {}
+    boxes = np.asarray(faces.boxes, dtype=np.float64)
+    extent = np.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], axis=1)
+    for i in np.flatnonzero(~(extent > 0).all(axis=1)):
+        box = ", ".join(f"{v:.6g}" for v in boxes[i])
+        reasons.setdefault(int(i), []).append(
+            f"face box ({box}) has no extent (width {extent[i, 0]:.6g}, height "
+            f"{extent[i, 1]:.6g} px): landmarks all at one point or on one line?"
+        )
+    if len(faces) and normalisations:
+        landmarks = torch.from_numpy(np.asarray(faces.landmarks, dtype=np.float32))
+        visibility = torch.from_numpy(np.asarray(faces.visibility, dtype=bool))
+        for kind in normalisations:
+            distances, usable = normalising_distances(landmarks, visibility, kind, scheme)
+            for i in np.flatnonzero(~usable.numpy()):
+                reasons.setdefault(int(i), []).append(
+                    f"{kind} normalising distance is {float(distances[i]):.6g} px or needs a "
+                    f"landmark without a position: its NME would divide by zero"
+                )
+    return {i: "; ".join(r) for i, r in sorted(reasons.items())}
+
+
+def screen_faces(
+    faces: FaceSet,
+    split: str,
+    policy: str,
+    normalisations: list[str],
+    scheme: LandmarkScheme,
+) -> FaceSet:
+    """``faces`` without its degenerate ones (:func:`degenerate_faces`), under ``policy``.
+
+    Under ``error`` the first degenerate face raises; under ``skip`` the degenerate faces are
+    left out and added to the set's ``dropped`` list (so the data module lists them).
+
+    Raises:
+        ValueError: naming the split, the face (its file) and the reason; also when every
+            face of the split is degenerate.
+    """
+    found = degenerate_faces(faces, normalisations, scheme)
+    if not found:
+        return faces
+    bad = BadSamples(policy)
+    for index, reason in found.items():
+        bad.drop(ValueError(f"{split} face {faces.names[index]}: {reason}"))
+    kept = np.setdiff1d(np.arange(len(faces)), np.fromiter(found, dtype=np.int64))
+    bad.check_some_left(len(kept), f"{split} split")
+    screened = faces.subset(kept)
+    screened.dropped = [*faces.dropped, *bad.dropped]
+    return screened
 
 
 def bad_samples_path(output_dir: str | Path | None = None) -> Path | None:

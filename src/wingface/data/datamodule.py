@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -12,12 +13,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from wingface.data.balance import NoBalance, pose_quantile_flags
-from wingface.data.checks import bad_samples_path, check_policy
+from wingface.data.checks import bad_samples_path, check_policy, screen_faces
 from wingface.data.dataset import (
     ContextCrops,
     DeviceBatches,
     DeviceCrops,
     FaceCropDataset,
+    TrainingDeviceBatches,
+    TrainingLoader,
     collate_batch,
 )
 from wingface.data.gpu_augment import BatchAugmentation, sample_keys
@@ -149,10 +152,15 @@ class FaceDataModule(L.LightningDataModule):
         self.device_crops: dict[str, DeviceCrops] = {}
         self.train_repeats: np.ndarray | None = None
         self._augmentation: TrainAugmentation | BatchAugmentation | None = None
+        self._sampler: BalancedEpochSampler | None = None
+        self._resume_position: tuple[int, int] | None = None
 
     def _crops(self, split: str) -> ContextCrops:
         if split not in self.crops:
             faces = self.source.load(split)
+            # evaluated splits are scored in every normalisation of the protocol
+            norms = [] if split == "train" else list(self.protocol.normalisations)
+            faces = screen_faces(faces, split, self.on_bad_sample, norms, self.scheme)
             self._record_dropped(split, faces.dropped)
             if faces.num_points != self.num_points:
                 raise ValueError(
@@ -269,17 +277,20 @@ class FaceDataModule(L.LightningDataModule):
             self.device_crops[split] = DeviceCrops(self._crops(split), self._device())
             log.info("%s split: crops kept on %s", split, self._device())
         if split == "train":
-            indices, context = self._train_indices(), self._batched()
-        else:
-            indices, context = np.arange(len(self._crops(split))), False
-        return DeviceBatches(self.device_crops[split], indices, batch_size, sampler, context)
+            return TrainingDeviceBatches(
+                self.device_crops[split], self._train_indices(), batch_size, sampler,
+                self._batched(),
+            )  # fmt: skip
+        indices = np.arange(len(self._crops(split)))
+        return DeviceBatches(self.device_crops[split], indices, batch_size, sampler, False)
 
     def _loader(
         self, split: str, batch_size: int, sampler: BalancedEpochSampler | None = None
     ) -> DataLoader | DeviceBatches:
         if self.on_device:
             return self._device_batches(split, batch_size, sampler)
-        return DataLoader(
+        loader_class = TrainingLoader if split == "train" else DataLoader
+        return loader_class(
             self.dataset(split),
             batch_size=batch_size,
             sampler=sampler,
@@ -316,6 +327,13 @@ class FaceDataModule(L.LightningDataModule):
         world_size = trainer.world_size if trainer is not None else 1
         rank = trainer.global_rank if trainer is not None else 0
         sampler = BalancedEpochSampler(self.train_repeats, world_size, rank, self.seed)
+        if self._resume_position is not None:
+            epoch, done = self._resume_position
+            if done >= math.ceil(len(sampler) / self.batch_size):
+                epoch, done = epoch + 1, 0
+            sampler.resume_at(epoch, done * self.batch_size)
+            log.info("training resumes at epoch %d, batch %d", epoch, done)
+        self._sampler = sampler
         log.info(
             "balanced epoch: %d samples from %d faces; %d per rank on %d rank(s)",
             sampler.epoch_size,
@@ -327,6 +345,27 @@ class FaceDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader | DeviceBatches:
         return self._loader("train", self.batch_size, self.train_sampler())
+
+    def state_dict(self) -> dict[str, int]:
+        """The training position saved with a checkpoint: the sampler's epoch and the batches
+        of it the trainer has processed (read from the trainer's progress, not from the
+        loader, whose workers run ahead)."""
+        trainer = self.trainer
+        if trainer is None or self._sampler is None:
+            return {}
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {"train_epoch": int(self._sampler.epoch), "train_batches_done": int(done)}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        """Resume the training sampler where a checkpoint left it: epoch ``e`` from batch ``k``
+        on, or epoch ``e + 1`` when ``e`` was complete, so a resumed run trains on the same
+        batches in the same order as an uninterrupted one. Lightning restores this before it
+        builds the training loader."""
+        if "train_epoch" in state_dict:
+            self._resume_position = (
+                int(state_dict["train_epoch"]),
+                int(state_dict["train_batches_done"]),
+            )
 
     def val_dataloader(self) -> DataLoader | DeviceBatches:
         return self._loader("val", self.eval_batch_size)

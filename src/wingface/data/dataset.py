@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from wingface.data.faces import FaceSet
 from wingface.data.transforms import (
@@ -250,3 +250,27 @@ class DeviceBatches:
             chunk = slice(start, start + self.batch_size)
             faces = self.indices[position[chunk]]
             yield self.crops.batch(faces, epoch[chunk], position[chunk], self.context)
+
+
+class ResumableLoader:
+    """Marks a training loader as resumable mid-epoch for Lightning.
+
+    The position itself (epoch, batches done) is saved and restored by
+    :class:`~wingface.data.datamodule.FaceDataModule` (``state_dict`` / ``load_state_dict``),
+    which Lightning restores before it builds the training loader; the loader's own state is
+    empty.
+    """
+
+    def state_dict(self) -> dict[str, int]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Nothing to restore here (see the class docstring)."""
+
+
+class TrainingLoader(ResumableLoader, DataLoader):
+    """The training :class:`~torch.utils.data.DataLoader` (:class:`ResumableLoader`)."""
+
+
+class TrainingDeviceBatches(ResumableLoader, DeviceBatches):
+    """The training :class:`DeviceBatches` (:class:`ResumableLoader`)."""

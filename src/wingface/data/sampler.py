@@ -27,6 +27,10 @@ class BalancedEpochSampler(DistributedSampler):
     that sample's augmentation with ``(seed, epoch, position)``, so an epoch's samples are the
     same whatever the number of workers and after a resume from a checkpoint.
 
+    A resumed run continues where the interrupted one stopped: :meth:`resume_at` sets the
+    epoch and the number of this rank's samples already trained on, which the next iteration
+    leaves out (once).
+
     Args:
         repeats: ``(N,)`` int repeat counts ``>= 1`` of the training faces.
         num_replicas: number of processes (world size).
@@ -50,7 +54,24 @@ class BalancedEpochSampler(DistributedSampler):
             seed=int(seed),
             drop_last=False,
         )
+        self._skip = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the plan of ``epoch`` (a pending :meth:`resume_at` skip is kept for its epoch)."""
+        if epoch != self.epoch:
+            self._skip = 0
+        super().set_epoch(epoch)
+
+    def resume_at(self, epoch: int, samples_done: int) -> None:
+        """Make the next iteration yield ``epoch``'s share of this rank without its first
+        ``samples_done`` samples (those an interrupted run already trained on)."""
+        if samples_done < 0:
+            raise ValueError(f"samples_done must be >= 0, got {samples_done}")
+        super().set_epoch(epoch)
+        self._skip = int(samples_done)
 
     def __iter__(self) -> Iterator[int]:
         offset = self.epoch * self.epoch_size
-        return (offset + position for position in super().__iter__())
+        skip, self._skip = self._skip, 0
+        positions = list(super().__iter__())[skip:]
+        return iter([offset + position for position in positions])

@@ -1,0 +1,228 @@
+"""Interrupted runs: a run killed (SIGKILL) or stopped (SIGTERM) at any point and resumed with
+``ckpt_path=last`` ends exactly like an uninterrupted one, with the default loader settings
+(workers, persistent workers) and the balanced sampler; SIGTERM saves a checkpoint, logs the
+resume command and exits non-zero; checkpoint writes are all or nothing."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from entry_points import call_script, run_script
+from wingface.config import PROJECT_ROOT
+from wingface.fault_tolerance import AtomicCheckpointIO, step_seed, write_atomically
+
+TESTS = Path(__file__).parent
+RUN = [
+    "data.source.num_train=256",
+    "data.source.num_val=32",
+    "data.source.num_test=32",
+    "data.batch_size=32",
+    "data.eval_batch_size=32",
+    "trainer.max_epochs=3",
+    "trainer.enable_progress_bar=false",
+    "callbacks.landmark_panel.every_n_epochs=100",
+]
+"""3 epochs of 8 batches with the default loader (2 persistent workers), logged to W&B offline."""
+
+COMPARED = ("test/nme", "test/nme_inter_pupil", "test/fr_0.10", "test/auc_0.10", "val/nme_best")
+
+
+def signal_overrides(signum: int, epoch: int, batch: int, marker: Path) -> list[str]:
+    """Add :class:`signal_at.SignalAt` to the run's callbacks."""
+    prefix = "+callbacks.signal_at"
+    return [
+        f"{prefix}._target_=signal_at.SignalAt",
+        f"{prefix}.signum={int(signum)}",
+        f"{prefix}.epoch={epoch}",
+        f"{prefix}.batch={batch}",
+        f"{prefix}.marker={marker}",
+    ]
+
+
+@pytest.fixture(scope="module")
+def env_with_tests(subprocess_env: dict[str, str]) -> dict[str, str]:
+    env = dict(subprocess_env)
+    env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT / "src"), str(TESTS)])
+    return env
+
+
+def metrics_of(run_dir: Path) -> dict[str, float]:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def offline_run_ids(run_dir: Path) -> set[str]:
+    """Run ids of the offline W&B runs in a run folder."""
+    return {p.name.rsplit("-", 1)[1] for p in (run_dir / "wandb").glob("offline-run-*")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("signum", "epoch", "batch", "extra", "resumes_at"),
+    [
+        pytest.param(signal.SIGKILL, 1, 0, ["augment=gpu"], None, id="SIGKILL-after-epoch-0"),
+        pytest.param(
+            signal.SIGTERM, 1, 3, ["balance=pdb"], 1, id="SIGTERM-mid-epoch-balanced"
+        ),  # stops after batch 3 of epoch 1
+        pytest.param(signal.SIGTERM, 0, 7, [], 1, id="SIGTERM-last-batch-of-epoch-0"),
+    ],
+)
+def test_interrupted_run_resumes_exactly(
+    tmp_path: Path,
+    env_with_tests: dict[str, str],
+    signum: int,
+    epoch: int,
+    batch: int,
+    extra: list[str],
+    resumes_at: int | None,
+) -> None:
+    straight = tmp_path / "straight"
+    run_script("train.py", [*RUN, *extra, f"hydra.run.dir={straight}"], env_with_tests)
+    expected = metrics_of(straight)
+
+    run_dir = tmp_path / "interrupted"
+    args = [*RUN, *extra, *signal_overrides(signum, epoch, batch, tmp_path / "signalled")]
+    first = call_script("train.py", [*args, f"hydra.run.dir={run_dir}"], env_with_tests)
+    assert not (run_dir / "metrics.json").exists()  # it really did not finish
+    log = (run_dir / "train.log").read_text()
+    if signum == signal.SIGKILL:
+        assert first.returncode == -signal.SIGKILL
+        resume = [*args, f"hydra.run.dir={run_dir}", "ckpt_path=last"]
+    else:
+        assert first.returncode == 143, first.stderr[-3000:]
+        assert f"interrupted at epoch {resumes_at}" in log
+        saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+        assert saved["FaceDataModule"] == {"train_epoch": epoch, "train_batches_done": batch + 1}
+        command = re.search(r"resume with:\n\s+(.+)\n", log).group(1)  # the logged command
+        resume = shlex.split(command)[2:]
+        assert shlex.split(command)[:2] == ["python", "src/train.py"]
+    run_id = (run_dir / "wandb_run_id.txt").read_text().strip()
+    run_script("train.py", resume, env_with_tests)
+    got = metrics_of(run_dir)
+    for key in COMPARED:
+        print(f"{key}: uninterrupted {expected[key]:.8f}, resumed {got[key]:.8f}")
+        assert got[key] == pytest.approx(expected[key], abs=1e-6), key
+    assert offline_run_ids(run_dir) == {run_id}  # both launches logged to the same W&B run
+
+
+def test_ckpt_path_last_without_a_checkpoint_starts_fresh(
+    tmp_path: Path, subprocess_env: dict[str, str], small_data: list[str]
+) -> None:
+    run_dir = tmp_path / "run"
+    args = [*small_data, "trainer.max_epochs=1", "logger=csv", "ckpt_path=last"]
+    run_script("train.py", [*args, f"hydra.run.dir={run_dir}"], subprocess_env)
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    info = json.loads((run_dir / "run_info.json").read_text())
+    assert info["git"]["commit"] is None or len(info["git"]["commit"]) == 40
+    assert info["packages"]["torch"] == torch.__version__.split("+")[0] or info["packages"][
+        "torch"
+    ].startswith(torch.__version__.split("+")[0])
+    assert info["data"]["train_faces"] == 96 and len(info["data"]["train_sha256"]) == 16
+    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert saved["model_option"] == "cnn6" and saved["model_config"]["input_size"] == 64
+
+
+def test_step_seeds_depend_on_seed_epoch_and_batch_only() -> None:
+    seeds = {step_seed(s, e, b) for s in (0, 1) for e in (0, 1) for b in (0, 1)}
+    assert len(seeds) == 8 and all(0 <= s < 2**63 for s in seeds)
+    assert step_seed(42, 3, 5) == step_seed(42, 3, 5)
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+class _Tiny(L.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 1)
+
+
+def _trainer(folder: Path) -> L.Trainer:
+    trainer = L.Trainer(
+        default_root_dir=folder,
+        logger=False,
+        enable_checkpointing=False,
+        accelerator="cpu",
+        plugins=[AtomicCheckpointIO()],
+    )
+    trainer.strategy.connect(_Tiny())
+    return trainer
+
+
+def test_a_write_failing_part_way_keeps_the_previous_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trainer = _trainer(tmp_path)
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    trainer.save_checkpoint(path)
+    before = path.read_bytes()
+    original = torch.save
+
+    def save_half_then_fail(obj, handle, *args, **kwargs) -> None:
+        original(obj, handle, *args, **kwargs)
+        handle.seek(len(before) // 2)
+        handle.truncate()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", save_half_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        trainer.save_checkpoint(path)
+    with pytest.raises(OSError, match="No space left"):
+        trainer.save_checkpoint(path.parent / "epoch_001.ckpt")  # a new file: nothing left
+    monkeypatch.undo()
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]  # no partial file
+    assert path.read_bytes() == before
+    assert "state_dict" in torch.load(path, map_location="cpu", weights_only=False)
+
+
+def test_a_real_write_error_leaves_no_partial_file(tmp_path: Path) -> None:
+    """The operating system refuses the write part-way (a file size limit, as a full disk
+    would): the previous file stays whole and no temporary file is left."""
+    script = textwrap.dedent(
+        f"""
+        import resource, signal, sys
+        from pathlib import Path
+        from wingface.fault_tolerance import write_atomically
+        path = Path({str(tmp_path / "last.ckpt")!r})
+        write_atomically(path, lambda f: f.write(b"old" * 1000))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+        try:
+            write_atomically(path, lambda f: f.write(b"n" * 1_000_000))
+        except OSError as error:
+            print("refused:", error)
+            sys.exit(0)
+        sys.exit("the oversized write went through")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT / "src")},
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "File too large" in done.stdout
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+    assert (tmp_path / "last.ckpt").read_bytes() == b"old" * 1000
+
+
+def test_write_atomically_replaces_whole_files(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "metrics.json"
+    write_atomically(path, lambda f: f.write(b"first"))
+    write_atomically(path, lambda f: f.write(b"second"))
+    assert path.read_bytes() == b"second"
+    assert [p.name for p in path.parent.iterdir()] == ["metrics.json"]

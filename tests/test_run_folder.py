@@ -1,0 +1,193 @@
+"""One launch per run folder, and a recorded config that always describes what the folder's
+checkpoints were trained with: mismatching resumes are refused before anything is written."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from entry_points import call_script, run_script
+from wingface.config import PROJECT_ROOT
+from wingface.run_folder import (
+    LOCK_FILE,
+    ConfigMismatchError,
+    RunFolderBusyError,
+    check_resume,
+    claim_run_folder,
+    config_differences,
+    record_run_config,
+)
+
+
+def _recorded(folder: Path, **overrides) -> None:
+    cfg = OmegaConf.create(
+        {
+            "seed": 42,
+            "ckpt_path": None,
+            "loss": {"_target_": "wingface.losses.WingLoss", "w": 10.0, "eps": 2.0},
+            "model": {"_target_": "wingface.models.cnn.LandmarkCNN", "input_size": 64},
+            "trainer": {"max_epochs": 12},
+            "data": {"num_workers": 2, "root": None, "input_size": "${model.input_size}"},
+            "logger": {"wandb": {"project": "wingface"}},
+        }
+    )
+    record_run_config(cfg, folder)
+    return cfg
+
+
+def test_experiment_keys_that_differ_are_refused_and_listed(tmp_path: Path) -> None:
+    cfg = _recorded(tmp_path)
+    before = (tmp_path / ".hydra" / "config.yaml").read_bytes()
+    changed = OmegaConf.merge(cfg, {"loss": {"_target_": "wingface.losses.L1Loss"}, "seed": 1})
+    changed.ckpt_path = "last"
+    with pytest.raises(ConfigMismatchError) as info:
+        check_resume(changed, tmp_path)
+    message = str(info.value)
+    assert "loss._target_: 'wingface.losses.WingLoss' -> 'wingface.losses.L1Loss'" in message
+    assert "seed: 42 -> 1" in message and "allow_config_change=true" in message
+    assert "ckpt_path" not in message.split("Keys that may change")[0]
+    assert (tmp_path / ".hydra" / "config.yaml").read_bytes() == before
+    changed.allow_config_change = True
+    check_resume(changed, tmp_path)  # the user asked for it
+
+
+def test_non_experiment_keys_may_change_on_resume(tmp_path: Path) -> None:
+    cfg = _recorded(tmp_path)
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    longer = OmegaConf.merge(
+        cfg,
+        {
+            "ckpt_path": "last",
+            "trainer": {"max_epochs": 20},
+            "data": {"num_workers": 0, "root": "/elsewhere"},
+            "logger": {"csv": {"save_dir": "x"}},
+        },
+    )
+    check_resume(longer, tmp_path)
+    assert set(config_differences(cfg, longer)) == {
+        "ckpt_path",
+        "trainer.max_epochs",
+        "data.num_workers",
+        "data.root",
+        "logger.csv.save_dir",
+    }
+
+
+def test_a_fresh_launch_into_a_folder_with_checkpoints_is_refused(tmp_path: Path) -> None:
+    cfg = _recorded(tmp_path)
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "epoch_003.ckpt").write_bytes(b"x")
+    with pytest.raises(ConfigMismatchError, match=r"epoch_003\.ckpt.*ckpt_path=last"):
+        check_resume(cfg, tmp_path)
+
+
+def test_a_folder_without_a_recorded_run_is_free(tmp_path: Path) -> None:
+    check_resume(OmegaConf.create({"seed": 1, "ckpt_path": None}), tmp_path)
+
+
+HOLD = textwrap.dedent(
+    """
+    import sys, time
+    from wingface.run_folder import claim_run_folder
+    with claim_run_folder(sys.argv[1]):
+        print("holding", flush=True)
+        time.sleep(600)
+    """
+)
+
+
+def _holder(folder: Path) -> subprocess.Popen:
+    """A process that holds ``folder``'s lock (until killed)."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(folder)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT / "src")},
+    )
+    assert process.stdout is not None and process.stdout.readline().strip() == "holding"
+    return process
+
+
+def test_a_busy_folder_names_its_holder_and_a_dead_holder_blocks_nothing(tmp_path: Path) -> None:
+    holder = _holder(tmp_path)
+    try:
+        with (
+            pytest.raises(
+                RunFolderBusyError, match=rf"in use by another launch \(pid {holder.pid} "
+            ),
+            claim_run_folder(tmp_path),
+        ):
+            pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=60)
+    assert (tmp_path / LOCK_FILE).exists()  # the dead process's lock file is still there...
+    with claim_run_folder(tmp_path):  # ... and does not block
+        assert str(os.getpid()) in (tmp_path / LOCK_FILE).read_text()
+
+
+def test_a_second_launch_stops_at_once_without_writing(
+    tmp_path: Path, subprocess_env: dict[str, str], small_data: list[str]
+) -> None:
+    run_dir = tmp_path / "run"
+    holder = _holder(run_dir)
+    try:
+        start = time.monotonic()
+        result = call_script(
+            "train.py", [*small_data, "logger=csv", f"hydra.run.dir={run_dir}"], subprocess_env
+        )
+        elapsed = time.monotonic() - start
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=60)
+    assert result.returncode != 0
+    assert f"is in use by another launch (pid {holder.pid} " in result.stderr
+    assert not (run_dir / ".hydra").exists() and not (run_dir / "checkpoints").exists()
+    print(f"refused after {elapsed:.1f} s")
+
+
+def stamps(folder: Path) -> dict[str, int]:
+    """Modification time (ns) of each file in ``folder``."""
+    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+
+
+@pytest.mark.slow
+def test_resumes_that_change_the_experiment_are_refused_end_to_end(
+    tmp_path: Path, subprocess_env: dict[str, str], small_data: list[str]
+) -> None:
+    run_dir = tmp_path / "run"
+    base = [*small_data, "logger=csv", "trainer.max_epochs=1", f"hydra.run.dir={run_dir}"]
+    run_script("train.py", base, subprocess_env)
+    config = run_dir / ".hydra" / "config.yaml"
+    recorded = config.read_bytes()
+    checkpoints = stamps(run_dir / "checkpoints")
+
+    for change, key in (("loss=l1", "loss._target_"), ("model=cnn7", "model.channels")):
+        result = call_script("train.py", [*base, change, "ckpt_path=last"], subprocess_env)
+        assert result.returncode != 0
+        assert "these keys differ" in result.stderr and key in result.stderr, result.stderr[-2000:]
+        assert config.read_bytes() == recorded  # the refused launch wrote nothing
+    fresh = call_script("train.py", base, subprocess_env)
+    assert fresh.returncode != 0 and "already holds checkpoints" in fresh.stderr
+    assert checkpoints == {
+        p.name: p.stat().st_mtime_ns for p in (run_dir / "checkpoints").iterdir()
+    }
+
+    # training longer is a resume with a larger max_epochs: the schedule is rebuilt for it
+    run_script("train.py", [*base, "trainer.max_epochs=2", "ckpt_path=last"], subprocess_env)
+    assert OmegaConf.load(config).trainer.max_epochs == 2
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["epoch"] == 1
+    assert last["lr_schedulers"][0]["total_steps"] == 2 * 3  # 2 epochs of 3 batches
+    log = (run_dir / "train.log").read_text()
+    assert "trainer.max_epochs: 1 -> 2" in log
