@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: train test lint format clean-venv
+.PHONY: train test test-slow test-all lint format clean-venv
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,7 +16,15 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 train: $(VENV)/.installed
 	$(PY) src/train.py $(ARGS)
 
+# The fast tier (under 3 minutes on 2 cores; unit tests, reference values and one real
+# train -> checkpoint -> eval); test-slow adds the end-to-end runs, test-all runs both.
 test: $(VENV)/.installed
+	WANDB_MODE=offline $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: $(VENV)/.installed
+	WANDB_MODE=offline $(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+test-all: $(VENV)/.installed
 	WANDB_MODE=offline $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed

@@ -434,6 +434,7 @@ def test_no_metric_divides_by_zero() -> None:
             normalising_distance(same, None, kind, "300w")
 
 
+@pytest.mark.slow
 def test_a_bad_test_face_stops_the_run_before_training(
     tmp_path: Path, subprocess_env: dict[str, str]
 ) -> None:

@@ -235,6 +235,7 @@ NO_GEOMETRY = {"rotate": 0.0, "scale": 0.0, "shift": 0.0, "flip_prob": 0.0}
 NO_COLOUR = {"brightness": 0.0, "contrast": 0.0, "saturation": 0.0, "hue": 0.0}
 
 
+@pytest.mark.slow
 def test_colour_jitter_matches_the_albumentations_path_in_distribution() -> None:
     """Per-image channel means and colourfulness (mean channel spread) of a fixed picture:
     the same mean and spread across draws in both paths."""
@@ -331,6 +332,7 @@ def test_draws_are_keyed_by_seed_epoch_and_position_only() -> None:
     assert not torch.equal(other_seed, keys)
 
 
+@pytest.mark.slow
 def test_compiled_pixel_work_matches_eager() -> None:
     """augment.compile=true fuses the pixel work; it computes the same batches (two batch
     sizes: the compiled function handles a short last batch)."""

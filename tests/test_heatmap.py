@@ -381,6 +381,7 @@ def test_heatmap_loss_with_a_coordinate_model_names_both() -> None:
         module._step(batch)
 
 
+@pytest.mark.slow
 def test_one_epoch_of_heatmap_training_through_the_entry_point(compose_train) -> None:
     cfg = compose_train(
         "model=heatmap",

@@ -134,6 +134,7 @@ def test_interrupted_run_resumes_exactly(
     assert offline_run_ids(run_dir) == {run_id}  # both launches logged to the same W&B run
 
 
+@pytest.mark.slow
 def test_ckpt_path_last_without_a_checkpoint_starts_fresh(
     tmp_path: Path, subprocess_env: dict[str, str], small_data: list[str]
 ) -> None:
@@ -204,6 +205,7 @@ def test_a_write_failing_part_way_keeps_the_previous_checkpoint(
     assert "state_dict" in torch.load(path, map_location="cpu", weights_only=False)
 
 
+@pytest.mark.slow
 def test_a_real_write_error_leaves_no_partial_file(tmp_path: Path) -> None:
     """The operating system refuses the write part-way (a file size limit, as a full disk
     would): the previous file stays whole and no temporary file is left."""

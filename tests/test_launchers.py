@@ -215,6 +215,7 @@ def test_slurm_launcher_jobs_run_through_submitit_local_executor(
     assert metrics_of(jobs[0]) != metrics_of(jobs[1])
 
 
+@pytest.mark.slow
 def test_parallel_launcher_runs_two_jobs_at_once_with_a_share_of_the_threads(
     tmp_path: Path, subprocess_env: dict[str, str], small_data: list[str]
 ) -> None:
@@ -267,6 +268,7 @@ def test_optuna_search_of_w_and_eps_runs_four_trials_and_keeps_the_best(
     assert results.best_params == {"loss.w": best_w, "loss.eps": best_eps}
 
 
+@pytest.mark.slow
 def test_ddp_jobs_of_a_multirun_start_their_own_ranks_and_no_sweep(
     tmp_path: Path, subprocess_env: dict[str, str], small_data: list[str]
 ) -> None:

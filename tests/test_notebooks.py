@@ -11,6 +11,8 @@ from nbclient import NotebookClient
 
 from shared_data import REAL_AFLW_SHAPES, needs_real_aflw_shapes
 
+pytestmark = pytest.mark.slow  # each notebook runs in a real Jupyter kernel
+
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 # A left/right symmetric 3-D head in AFLW's 21-point order (x to image right, y down, z towards

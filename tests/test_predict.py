@@ -230,6 +230,7 @@ def photo_folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, FaceSe
     return folder, faces
 
 
+@pytest.mark.slow
 def test_predict_writes_json_csv_and_overlays_using_given_boxes(
     tmp_path: Path,
     subprocess_env: dict[str, str],
@@ -313,6 +314,7 @@ def test_predict_writes_json_csv_and_overlays_using_given_boxes(
     )
 
 
+@pytest.mark.slow
 def test_predict_errors_name_the_missing_checkpoint_and_the_empty_input(
     tmp_path: Path, subprocess_env: dict[str, str], photo_folder: tuple[Path, FaceSet]
 ) -> None:
@@ -340,6 +342,7 @@ def test_predict_errors_name_the_missing_checkpoint_and_the_empty_input(
     assert "ckpt_path: give the checkpoint to predict with" in no_checkpoint.stderr
 
 
+@pytest.mark.slow
 def test_predict_reports_a_corrupt_image_and_keeps_every_other_result(
     tmp_path: Path,
     subprocess_env: dict[str, str],

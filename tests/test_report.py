@@ -33,6 +33,7 @@ from wingface.report import (
     worst_faces,
     write_report,
 )
+from wingface.sweep_summary import SweepSummary
 
 POSE_HEADER = ["pose", "faces", "nme %", "nme_inter_pupil %", "nme_box %", "fr_0.08 %", "fr_0.10 %"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -406,6 +407,7 @@ def test_cli_writes_report_md_and_the_plots_that_apply(
 # ----------------------------------------------------------------- a real (tiny) multirun
 
 
+@pytest.mark.slow
 def test_report_of_a_real_tiny_multirun_over_w_and_eps(
     tmp_path: Path, subprocess_env: dict[str, str], small_data: list[str]
 ) -> None:
@@ -447,3 +449,18 @@ def test_report_of_a_real_tiny_multirun_over_w_and_eps(
     assert set(report.figures) == {"ced", "nme_heatmap_w_eps", "nme_per_pose_by_job"}
     assert all(path.is_file() for path in report.figures.values())
     assert len(set(expected.values())) == 4  # four different results, each in its own cell
+
+
+def test_sweep_summary_callback_writes_the_report_and_a_wandb_summary_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    sweep = write_grid_sweep(tmp_path / "sweep")
+    wandb_logger = {"_target_": "lightning.pytorch.loggers.wandb.WandbLogger", "project": "wf"}
+    config = OmegaConf.create(
+        {"hydra": {"sweep": {"dir": str(sweep)}}, "logger": {"wandb": wandb_logger}}
+    )
+    SweepSummary().on_multirun_end(config)
+    assert "5 jobs, 4 finished" in (sweep / "report.md").read_text()
+    (summary,) = (sweep / "wandb").glob("offline-run-*")
+    assert list(summary.glob("*.wandb"))  # the summary run's records

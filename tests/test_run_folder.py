@@ -136,6 +136,7 @@ def test_a_busy_folder_names_its_holder_and_a_dead_holder_blocks_nothing(tmp_pat
         assert str(os.getpid()) in (tmp_path / LOCK_FILE).read_text()
 
 
+@pytest.mark.slow
 def test_a_second_launch_stops_at_once_without_writing(
     tmp_path: Path, subprocess_env: dict[str, str], small_data: list[str]
 ) -> None:

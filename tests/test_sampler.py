@@ -151,6 +151,7 @@ def _gloo_worker(rank: int, world_size: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_share_each_epoch_without_overlap(tmp_path: Path) -> None:
     out = tmp_path / "shares.json"
     mp.spawn(_gloo_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True)
@@ -210,6 +211,7 @@ class _RecordingModule(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.0)
 
 
+@pytest.mark.slow
 def test_lightning_ddp_keeps_the_sampler_and_advances_its_epoch(tmp_path: Path) -> None:
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     trainer = L.Trainer(

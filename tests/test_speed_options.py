@@ -50,6 +50,7 @@ def test_gpu_fast_preset_composes(compose_train) -> None:
     assert isinstance(augmentation, BatchAugmentation)
 
 
+@pytest.mark.slow
 def test_training_with_crops_and_augmentation_on_the_device(compose_train) -> None:
     """experiment=gpu_fast through the training pipeline (on the CPU here): it learns."""
     cfg = compose_train(

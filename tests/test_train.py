@@ -13,6 +13,7 @@ from entry_points import run_script
 from wingface.pipeline import train
 
 
+@pytest.mark.slow
 def test_train_command_as_written_saves_the_loss_parameters(
     tmp_path: Path, subprocess_env: dict[str, str], small_data: list[str]
 ) -> None:
@@ -36,6 +37,7 @@ def test_train_command_as_written_saves_the_loss_parameters(
     assert 0 < metrics["test/nme"] < 10
 
 
+@pytest.mark.slow
 def test_multirun_gives_each_loss_a_readable_folder_and_wandb_run(
     tmp_path: Path, subprocess_env: dict[str, str], small_data: list[str]
 ) -> None:
@@ -126,6 +128,7 @@ def test_eval_reproduces_the_test_numbers_of_training(
     assert (run_dir / "ced_test.png").is_file()
 
 
+@pytest.mark.slow
 def test_training_beats_the_mean_shape(compose_train) -> None:
     cfg = compose_train(
         "logger=none",
@@ -148,6 +151,7 @@ def test_training_beats_the_mean_shape(compose_train) -> None:
     assert metrics["test/yaw_0_30/nme"] < metrics["test/nme_mean_shape"]
 
 
+@pytest.mark.slow
 def test_every_zoo_loss_runs_one_batch_and_saves_its_config(
     tmp_path: Path, subprocess_env: dict[str, str], small_data: list[str]
 ) -> None:

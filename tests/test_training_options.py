@@ -22,6 +22,7 @@ from wingface.pipeline import train
     ],
     ids=["cascade-predicted", "cascade-ground_truth", "timm-resnet18"],
 )
+@pytest.mark.slow
 def test_models_train_one_epoch(compose_train, small_data: list[str], model: list[str]) -> None:
     cfg = compose_train(
         *model,

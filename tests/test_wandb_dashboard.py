@@ -45,6 +45,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.slow
 def test_runs_are_grouped_by_sweep_and_tagged_with_their_choices(sweep: Path) -> None:
     wing, l1 = (offline_run(job) for job in job_folders(sweep))
     for run in (wing, l1):
@@ -56,6 +57,7 @@ def test_runs_are_grouped_by_sweep_and_tagged_with_their_choices(sweep: Path) ->
     assert "loss=l1" in l1.run.tags and not any(t.startswith("w=") for t in l1.run.tags)
 
 
+@pytest.mark.slow
 def test_each_run_holds_nme_curves_and_the_final_validation_panel(sweep: Path) -> None:
     for job in job_folders(sweep):
         run = offline_run(job)
@@ -69,6 +71,7 @@ def test_each_run_holds_nme_curves_and_the_final_validation_panel(sweep: Path) -
         assert len(run.media("images", "val/panel")) == 8
 
 
+@pytest.mark.slow
 def test_per_landmark_nme_table_matches_the_csv_and_averages_to_the_nme(sweep: Path) -> None:
     job = job_folders(sweep)[0]
     run = offline_run(job)
@@ -89,6 +92,7 @@ def test_per_landmark_nme_table_matches_the_csv_and_averages_to_the_nme(sweep: P
     assert per_landmark.mean() == pytest.approx(test_nme, abs=1e-5)
 
 
+@pytest.mark.slow
 def test_ced_table_is_the_share_of_faces_below_each_error(sweep: Path) -> None:
     job = job_folders(sweep)[0]
     run = offline_run(job)
@@ -109,6 +113,7 @@ def test_ced_table_is_the_share_of_faces_below_each_error(sweep: Path) -> None:
     assert run.media("table", "test/nme_per_pose") and run.media("images", "test/nme_per_pose_plot")
 
 
+@pytest.mark.slow
 def test_sweep_ends_with_a_summary_run_and_report(sweep: Path) -> None:
     summaries = list((sweep / "wandb").glob("offline-run-*"))
     assert len(summaries) == 1
