@@ -15,7 +15,7 @@ from wingface.losses import AdaptiveWingLoss, WingLoss, gaussian_heatmaps
 from wingface.models.cnn import LandmarkCNN
 from wingface.models.heatmap import HeatmapRegressor, refine_peaks
 from wingface.module import LandmarkModule
-from wingface.pipeline import train
+from wingface.pipeline import build_module, train
 
 
 def awing_closed_form(
@@ -371,14 +371,18 @@ def test_step_trains_the_heatmaps_and_reports_decoded_coordinates() -> None:
 
 def test_heatmap_loss_with_a_coordinate_model_names_both() -> None:
     net = LandmarkCNN(num_points=5, input_size=64, channels=[8, 8])
-    module = _module(net, AdaptiveWingLoss(input_size=64))
-    batch = {
-        "image": torch.zeros(1, 3, 64, 64, dtype=torch.uint8),
-        "landmarks": torch.zeros(1, 5, 2),
-        "visibility": torch.ones(1, 5),
-    }
     with pytest.raises(ValueError, match=r"loss \(AdaptiveWingLoss\).*model \(LandmarkCNN\)"):
-        module._step(batch)
+        _module(net, AdaptiveWingLoss(input_size=64))
+
+
+def test_heatmap_model_with_a_coordinate_loss_names_both(compose_train) -> None:
+    """Decoded heatmap peaks carry no gradient: the pairing is refused when the module is
+    built, before any data is read."""
+    cfg = compose_train("model=heatmap", "model.backbone=resnet18", "loss=wing", "logger=none")
+    with pytest.raises(
+        ValueError, match=r"model \(HeatmapRegressor\) predicts heatmaps.*loss=awing"
+    ):
+        build_module(cfg)
 
 
 @pytest.mark.slow

@@ -46,6 +46,30 @@ def log_ced_chart(logger: WandbLogger, curves: dict[str, np.ndarray], threshold:
     logger.experiment.log({"test/ced_table": table, "test/ced_chart": chart})
 
 
+def check_model_and_loss(net: nn.Module, loss: nn.Module) -> None:
+    """A heatmap model (one with ``heatmaps``, whose decoded coordinates carry no gradient)
+    trains only with a heatmap loss (``needs_heatmaps``), and a heatmap loss only with a
+    heatmap model.
+
+    Raises:
+        ValueError: naming the ``model=`` and ``loss=`` choices that do not go together.
+    """
+    heatmap_model = callable(getattr(net, "heatmaps", None))
+    heatmap_loss = bool(getattr(loss, "needs_heatmaps", False))
+    if heatmap_loss and not heatmap_model:
+        raise ValueError(
+            f"loss ({type(loss).__name__}) needs heatmaps, but model ({type(net).__name__}) "
+            "only predicts coordinates: use a heatmap model (model=heatmap) or a coordinate "
+            "loss (e.g. loss=wing)"
+        )
+    if heatmap_model and not heatmap_loss:
+        raise ValueError(
+            f"model ({type(net).__name__}) predicts heatmaps, whose decoded peaks carry no "
+            f"gradient, so it trains with a heatmap loss (loss=awing), not "
+            f"{type(loss).__name__}"
+        )
+
+
 class LandmarkModule(L.LightningModule):
     """Trains ``net`` with ``loss`` and evaluates it with the data module's protocol.
 
@@ -91,6 +115,7 @@ class LandmarkModule(L.LightningModule):
         skip_nonfinite_loss: bool = False,
     ) -> None:
         super().__init__()
+        check_model_and_loss(net, loss)
         if channels_last:
             net = net.to(memory_format=torch.channels_last)
         self.net = net
@@ -152,12 +177,6 @@ class LandmarkModule(L.LightningModule):
                 return pred, torch.stack(losses).sum()
             pred = self(batch["image"])
             return pred, self.loss(pred, batch["landmarks"], batch["visibility"])
-        if not callable(getattr(self.net, "heatmaps", None)):
-            raise ValueError(
-                f"loss ({type(self.loss).__name__}) needs heatmaps, but model "
-                f"({type(self.net).__name__}) only predicts coordinates: use a heatmap model "
-                "(model=heatmap) or a coordinate loss (e.g. loss=wing)"
-            )
         heat = self.net.heatmaps(self._normalise(batch["image"]))
         pred = self.net.decode(heat)
         return pred, self.loss(heat, batch["landmarks"], batch["visibility"])
