@@ -13,8 +13,13 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
-train: $(VENV)/.installed
-	$(PY) src/train.py $(ARGS)
+# Prints the time split at the end: set-up (environment), then data, fit and test (train.py).
+train:
+	@start=$$(date +%s); $(MAKE) --no-print-directory $(VENV)/.installed; \
+	setup=$$(( $$(date +%s) - start )); \
+	$(PY) src/train.py $(ARGS); status=$$?; \
+	echo "make train: set-up $${setup} s, whole command $$(( $$(date +%s) - start )) s" \
+	     "(data, fit and test times in the last log lines)"; exit $$status
 
 # The fast tier (under 3 minutes on 2 cores; unit tests, reference values and one real
 # train -> checkpoint -> eval); test-slow adds the end-to-end runs, test-all runs both.

@@ -259,9 +259,11 @@ def fit_and_test(cfg: DictConfig, record_in: Path | None = None) -> dict[str, fl
             logger=loggers or False,
             plugins=[AtomicCheckpointIO()],
         )
+        start = time.perf_counter()
         datamodule.setup("fit")
         if cfg.get("test"):
             datamodule.setup("test")
+        times = {"time/data_seconds": time.perf_counter() - start}
         record_config(loggers, cfg)
         start = time.perf_counter()
         try:
@@ -269,8 +271,9 @@ def fit_and_test(cfg: DictConfig, record_in: Path | None = None) -> dict[str, fl
         except SIGTERMException:
             interrupt = next(c for c in callbacks if isinstance(c, InterruptCheckpoint))
             exit_interrupted(cfg, interrupt)
-        fit_seconds = time.perf_counter() - start
+        times["time/fit_seconds"] = time.perf_counter() - start
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        start = time.perf_counter()
         if cfg.get("test"):
             best = (
                 trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -289,9 +292,14 @@ def fit_and_test(cfg: DictConfig, record_in: Path | None = None) -> dict[str, fl
                     f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if k.startswith("test/")
                 )
                 log.info("best checkpoint %s: %s", best, metrics_line)
-        metrics["time/fit_seconds"] = fit_seconds
+        times["time/test_seconds"] = time.perf_counter() - start
+        metrics.update(times)
         for logger in loggers:
-            logger.log_metrics({"time/fit_seconds": fit_seconds})
+            logger.log_metrics(times)
+        log.info(
+            "time: data %.1f s, fit %.1f s, test %.1f s",
+            *(times[f"time/{k}_seconds"] for k in ("data", "fit", "test")),
+        )
         if trainer.is_global_zero:  # every DDP rank gets here; one file, one writer
             log.info("metrics written to %s", write_metrics(cfg, metrics))
         return metrics
