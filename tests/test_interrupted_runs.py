@@ -245,3 +245,20 @@ def test_write_atomically_replaces_whole_files(tmp_path: Path) -> None:
     write_atomically(path, lambda f: f.write(b"second"))
     assert path.read_bytes() == b"second"
     assert [p.name for p in path.parent.iterdir()] == ["metrics.json"]
+
+
+@pytest.mark.slow
+def test_slurm_preemption_signal_stops_like_sigterm(
+    tmp_path: Path, env_with_tests: dict[str, str]
+) -> None:
+    """Under SLURM without Lightning's auto-requeue, the pre-emption signal (SIGUSR1) saves a
+    resumable checkpoint and exits 143, as SIGTERM does (instead of dying without one)."""
+    run_dir = tmp_path / "run"
+    args = [*RUN, "trainer.max_epochs=2", "logger=csv"]
+    args += signal_overrides(signal.SIGUSR1, 0, 2, tmp_path / "signalled")
+    env = {**env_with_tests, "SLURM_JOB_ID": "4242"}
+    result = call_script("train.py", [*args, f"hydra.run.dir={run_dir}"], env)
+    assert result.returncode == 143, result.stderr[-3000:]
+    assert "interrupted at epoch 0" in (run_dir / "train.log").read_text()
+    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert saved["FaceDataModule"] == {"train_epoch": 0, "train_batches_done": 3}

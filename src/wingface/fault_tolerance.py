@@ -93,6 +93,7 @@ class InterruptCheckpoint(L.Callback):
         self.epoch: int | None = None
         self.requeued = False
         self._previous_handler: Any = None
+        self._signal: int | None = None
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if "SLURM_JOB_ID" not in os.environ:
@@ -115,6 +116,14 @@ class InterruptCheckpoint(L.Callback):
 
         with contextlib.suppress(ValueError):  # not the main thread: nothing to install
             signal.signal(requeue_signal, on_preemption)
+            self._signal = requeue_signal
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Give the pre-emption signal back to the handler it had before the fit."""
+        if self._signal is not None:
+            with contextlib.suppress(ValueError, TypeError):
+                signal.signal(self._signal, self._previous_handler or signal.SIG_DFL)
+            self._signal = None
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
