@@ -15,7 +15,8 @@ from omegaconf import OmegaConf
 
 from conftest import SMALL_DATA
 from shared_data import SHARED_DATA
-from wingface.config import CONFIG_DIR
+from wingface.config import CONFIG_DIR, PROJECT_ROOT
+from wingface.launch import ddp_ranks_run_this_job
 from wingface.pipeline import build_module, train
 
 LAUNCHER_GROUP = "hydra/launcher"
@@ -79,5 +80,7 @@ def test_every_option_composes_and_runs_one_batch(compose_train, group: str, opt
             instantiate(cfg.data)  # the data module checks its settings when built
         print(f"{group}={option}: composed and built ({reason or 'a launcher'}), not run")
         return
-    metrics = train(cfg)
+    # as src/train.py does: a DDP job's process group and variables end with the job
+    with ddp_ranks_run_this_job(PROJECT_ROOT / "src" / "train.py"):
+        metrics = train(cfg)
     assert {"val/nme", "test/nme"} <= set(metrics), sorted(metrics)
