@@ -19,6 +19,9 @@ from wingface.config import CONFIG_DIR, PROJECT_ROOT
 from wingface.launch import ddp_ranks_run_this_job
 from wingface.pipeline import build_module, train
 
+SMALL_BATCHES = ["data.batch_size=8", "data.eval_batch_size=8"]
+"""One batch of 8 faces per stage: enough to run every layer, cheap for ResNet-50 at 256 px."""
+
 LAUNCHER_GROUP = "hydra/launcher"
 """Hydra's launcher options: they decide how jobs start, exercised in ``test_launchers.py``."""
 
@@ -63,7 +66,7 @@ def test_every_option_composes_and_runs_one_batch(compose_train, group: str, opt
     overrides = overrides_for(group, option)
     cfg = compose_train(*overrides, f"paths.data_dir={SHARED_DATA}")
     if OmegaConf.select(cfg, "data.source._target_", default="").endswith("SyntheticSource"):
-        cfg = compose_train(*overrides, *SMALL_DATA)
+        cfg = compose_train(*overrides, *SMALL_DATA, *SMALL_BATCHES)
     elif "300w" in str(OmegaConf.select(cfg, "data.root", default="")):
         cfg = compose_train(
             *overrides,
@@ -71,6 +74,7 @@ def test_every_option_composes_and_runs_one_batch(compose_train, group: str, opt
             "data.source.train.folders=[afw]",
             "data.source.test.folders=[lfpw/testset]",
             "data.num_workers=0",
+            *SMALL_BATCHES,
         )
     OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
     assert build_module(cfg).net.num_points == cfg.data.num_points
