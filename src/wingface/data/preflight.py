@@ -200,15 +200,17 @@ def check_checkpoint_matches(
 
 def _recorded_model(ckpt_path: Path) -> tuple[Any, str | None]:
     """The ``model`` mapping and ``model=`` option of the run recorded beside a checkpoint
-    (``.hydra/config.yaml`` and ``hydra.yaml``), or ``(None, None)``."""
-    record = ckpt_path.resolve().parent.parent / ".hydra"
-    if not (record / "config.yaml").is_file():
+    (its run folder's ``.hydra/``), or ``(None, None)``."""
+    from wingface.run_folder import RECORD_FOLDER, recorded_config
+
+    run_folder = ckpt_path.resolve().parent.parent
+    recorded = recorded_config(run_folder)
+    if recorded is None or recorded.get("model") is None:
         return None, None
-    recorded = OmegaConf.load(record / "config.yaml")
-    model = recorded.get("model") if isinstance(recorded, DictConfig) else None
+    hydra_file = run_folder / RECORD_FOLDER / "hydra.yaml"
     option = None
-    if (record / "hydra.yaml").is_file():
+    if hydra_file.is_file():
         option = OmegaConf.select(
-            OmegaConf.load(record / "hydra.yaml"), "hydra.runtime.choices.model", default=None
+            OmegaConf.load(hydra_file), "hydra.runtime.choices.model", default=None
         )
-    return (OmegaConf.to_container(model) if model is not None else None), option
+    return OmegaConf.to_container(recorded.model), option
