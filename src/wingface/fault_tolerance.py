@@ -65,7 +65,21 @@ class StepRandomness(L.Callback):
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        torch.manual_seed(step_seed(self.seed, trainer.current_epoch, batch_idx))
+        seed_torch_generators(step_seed(self.seed, trainer.current_epoch, batch_idx))
+
+
+def seed_torch_generators(seed: int) -> None:
+    """Seed torch's CPU generator and, once CUDA is initialised, every GPU's.
+
+    ``torch.manual_seed`` also queues lazy seeds for each backend not yet initialised,
+    formatting a stack trace per backend on every call (about a millisecond per training
+    step); no randomness is drawn on a backend before it is initialised, and the next step
+    seeds it.
+    """
+    torch.default_generator.manual_seed(seed)
+    if torch.cuda.is_initialized():
+        for generator in torch.cuda.default_generators:
+            generator.manual_seed(seed)
 
 
 class InterruptCheckpoint(L.Callback):

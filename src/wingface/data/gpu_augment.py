@@ -195,12 +195,23 @@ def transform_points_batch(points: torch.Tensor, matrices: torch.Tensor) -> torc
     return out.to(torch.float32)
 
 
+def _inverse_2x2(a: torch.Tensor) -> torch.Tensor:
+    """``(B, 2, 2)`` inverses in closed form (``torch.linalg.inv`` waits for the GPU to check
+    for singular matrices; augmentation matrices have determinant > 0)."""
+    det = a[:, 0, 0] * a[:, 1, 1] - a[:, 0, 1] * a[:, 1, 0]
+    adjugate = torch.stack(
+        [torch.stack([a[:, 1, 1], -a[:, 0, 1]], -1), torch.stack([-a[:, 1, 0], a[:, 0, 0]], -1)],
+        1,
+    )
+    return adjugate / det[:, None, None]
+
+
 def sampling_theta(matrices: torch.Tensor, size_in: int, out_size: int) -> torch.Tensor:
     """``(B, 2, 3)`` float32 ``affine_grid`` thetas that warp ``size_in`` images through
     ``(B, 2, 3)`` pixel matrices into ``out_size`` outputs (``align_corners=False``)."""
     m = matrices.to(torch.float64)
     a, t = m[:, :, :2], m[:, :, 2]
-    inverse = torch.linalg.inv(a)
+    inverse = _inverse_2x2(a)
     inverse_t = -(inverse @ t[:, :, None])[:, :, 0]
     # theta maps normalised output coordinates to normalised input coordinates:
     # N_in o M^-1 o N_out^-1 with N_K(x) = (2x + 1) / K - 1, N_K^-1(y) = (K y + K - 1) / 2
