@@ -1,9 +1,17 @@
-"""Re-evaluate a finished run: ``python src/eval.py ckpt_path=<run>/checkpoints/<file>.ckpt``."""
+"""Re-evaluate a finished run with its own config:
+
+    python src/eval.py ckpt_path=<run>/checkpoints/<file>.ckpt [override ...]
+
+Overrides other than ``ckpt_path``, ``task_name``, ``paths.*`` and ``hydra.*`` change the run's
+config as on ``src/train.py``'s command line, e.g. ``data.eval_batch_size=64`` or
+``data.root=… 'data.source.test.folders=[lfpw/testset]'``.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -12,26 +20,34 @@ from omegaconf import DictConfig, OmegaConf
 
 from wingface.config import (
     CONFIG_DIR,
+    apply_run_overrides,
     load_dotenv_file,
     register_resolvers,
-    run_config_of_checkpoint,
+    split_eval_arguments,
 )
 from wingface.pipeline import evaluate
+from wingface.run_folder import recorded_overrides, run_config_of_checkpoint
 
 register_resolvers()
 load_dotenv_file()
 log = logging.getLogger(__name__)
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
-def main(cfg: DictConfig) -> None:
-    """Load the run's own config beside the checkpoint, apply overrides and test."""
-    run_cfg = run_config_of_checkpoint(cfg.ckpt_path)
-    run_cfg.merge_with_dotlist(list(cfg.overrides))
-    run_cfg.paths = cfg.paths
-    run_cfg.task_name = cfg.task_name
-    metrics = evaluate(run_cfg, cfg.ckpt_path)
-    log.info("%s", OmegaConf.to_yaml({k: round(v, 6) for k, v in sorted(metrics.items())}))
+def main() -> None:
+    """Hydra takes its own arguments; the rest are applied to the run's recorded config."""
+    own, run_overrides = split_eval_arguments(sys.argv[1:])
+    sys.argv = [sys.argv[0], *own]
+
+    @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
+    def evaluate_run(cfg: DictConfig) -> None:
+        run_cfg = run_config_of_checkpoint(cfg.ckpt_path)
+        apply_run_overrides(run_cfg, run_overrides, recorded_overrides(cfg.ckpt_path))
+        run_cfg.paths = cfg.paths
+        run_cfg.task_name = cfg.task_name
+        metrics = evaluate(run_cfg, cfg.ckpt_path)
+        log.info("%s", OmegaConf.to_yaml({k: round(v, 6) for k, v in sorted(metrics.items())}))
+
+    evaluate_run()
 
 
 if __name__ == "__main__":

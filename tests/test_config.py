@@ -6,10 +6,12 @@ import socket
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from wingface.config import CONFIG_DIR, apply_run_overrides, split_eval_arguments
 from wingface.data.datamodule import FaceDataModule
 from wingface.pipeline import build_callbacks, build_loggers, build_module, flatten_config
 
@@ -194,3 +196,60 @@ def test_pose_balancing_expands_the_training_epoch(compose_train, small_data) ->
     repeats = datamodule.train_repeats
     assert repeats.min() >= 1 and repeats.max() <= cfg.balance.max_repeat
     assert len(datamodule.dataset("train")) == repeats.sum() > len(datamodule.crops["train"])
+
+
+def test_eval_arguments_split_into_hydra_and_run_overrides() -> None:
+    own, run = split_eval_arguments(
+        [
+            "ckpt_path=a/b.ckpt",
+            "hydra.run.dir=x",
+            "paths.output_dir=y",
+            "--cfg",
+            "job",
+            "data.root=/faces",
+            "data.source.test.folders=[lfpw/testset]",
+            "+model.extra=1",
+            "~data.pose_quantiles",
+            "data=300w",
+        ]
+    )
+    assert own == ["ckpt_path=a/b.ckpt", "hydra.run.dir=x", "paths.output_dir=y", "--cfg", "job"]
+    assert run == [
+        "data.root=/faces",
+        "data.source.test.folders=[lfpw/testset]",
+        "+model.extra=1",
+        "~data.pose_quantiles",
+        "data=300w",
+    ]
+
+
+def test_run_overrides_follow_hydra_grammar_on_the_recorded_config() -> None:
+    run_cfg = OmegaConf.create(
+        {"data": {"root": None, "batch_size": 64, "source": {"test": {"folders": ["a"]}}}}
+    )
+    apply_run_overrides(
+        run_cfg,
+        ["data.root=/faces", "data.source.test.folders=[lfpw/testset,helen/testset]", "+x=2"],
+        recorded_overrides=[],
+    )
+    assert run_cfg.data.root == "/faces"
+    assert list(run_cfg.data.source.test.folders) == ["lfpw/testset", "helen/testset"]
+    assert run_cfg.x == 2
+    apply_run_overrides(run_cfg, ["~data.batch_size"], recorded_overrides=[])
+    assert "batch_size" not in run_cfg.data
+    with pytest.raises(Exception, match="data.rooot"):
+        apply_run_overrides(run_cfg, ["data.rooot=/x"], recorded_overrides=[])
+    assert not OmegaConf.is_struct(run_cfg)
+
+
+def test_run_group_override_composes_the_option_with_the_runs_overrides() -> None:
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        run_cfg = compose("train", overrides=["loss=l1"])
+        apply_run_overrides(
+            run_cfg, ["data=300w", "data.root=/faces"], recorded_overrides=["loss=l1"]
+        )
+        expected = compose("train", overrides=["loss=l1", "data=300w", "data.root=/faces"])
+        assert run_cfg.data == expected.data
+        assert run_cfg.loss == expected.loss
+        with pytest.raises(ValueError, match="experiment"):
+            apply_run_overrides(run_cfg, ["experiment=gpu_fast"], recorded_overrides=[])

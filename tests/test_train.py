@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from entry_points import run_script
+from entry_points import call_script, run_script
 from wingface.pipeline import train
 
 
@@ -126,6 +126,28 @@ def test_eval_reproduces_the_test_numbers_of_training(
     mean = sum(float(r["nme_inter_ocular"]) for r in rows) / len(rows)
     assert mean == pytest.approx(trained["test/nme"], abs=1e-5)
     assert (run_dir / "ced_test.png").is_file()
+
+    # plain overrides change the run's config as on train.py's command line: the first 16
+    # test faces (face i depends only on the seed and i), in batches of 5
+    subset_dir = tmp_path / "eval_subset"
+    run_script(
+        "eval.py",
+        [
+            f"ckpt_path={best[0]}",
+            "data.eval_batch_size=5",
+            "data.source.num_test=16",
+            f"hydra.run.dir={subset_dir}",
+        ],
+        subprocess_env,
+    )
+    subset = json.loads((subset_dir / "metrics.json").read_text())
+    first = [float(r["nme_inter_ocular"]) for r in rows[:16]]
+    assert subset["test/nme"] == pytest.approx(sum(first) / 16, abs=1e-5)
+    misspelt = call_script(
+        "eval.py", [f"ckpt_path={best[0]}", "data.eval_batchsize=5"], subprocess_env
+    )
+    assert misspelt.returncode != 0
+    assert "data.eval_batchsize" in misspelt.stderr
 
 
 @pytest.mark.slow

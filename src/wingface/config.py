@@ -77,21 +77,70 @@ def choose_wandb_mode() -> str:
     return mode
 
 
-def run_config_of_checkpoint(ckpt_path: str | Path) -> DictConfig:
-    """Load the resolved training config saved beside a checkpoint.
+EVAL_OWN_KEYS = ("ckpt_path", "task_name", "paths", "hydra")
+"""Keys of ``conf/eval.yaml`` itself; every other override of ``src/eval.py`` changes the run's
+config."""
 
-    Looks for ``.hydra/config.yaml`` in the checkpoint's run folder (the checkpoint's parent's
-    parent, as laid out by ``callbacks.model_checkpoint.dirpath``).
+GLOBAL_GROUPS = ("experiment", "budget", "debug", "hparams_search")
+"""Config groups that change many keys at once (``@package _global_``): not applied to a
+finished run's config."""
+
+
+def split_eval_arguments(arguments: list[str]) -> tuple[list[str], list[str]]:
+    """Split ``src/eval.py``'s command line into Hydra's own arguments (flags, ``ckpt_path``,
+    ``task_name``, ``paths.*``, ``hydra.*``, flags and their values) and overrides of the
+    run's config (every other ``key=value``, ``+key=value`` or ``~key``)."""
+    own: list[str] = []
+    run: list[str] = []
+    for argument in arguments:
+        key = argument.split("=", 1)[0].lstrip("+~").split("/", 1)[0].split(".", 1)[0]
+        is_override = argument.startswith("~") or ("=" in argument and argument[0] != "-")
+        (run if is_override and key not in EVAL_OWN_KEYS else own).append(argument)
+    return own, run
+
+
+def apply_run_overrides(
+    run_cfg: DictConfig, overrides: list[str], recorded_overrides: list[str]
+) -> None:
+    """Apply command-line ``overrides`` to a finished run's recorded config, in place.
+
+    Key overrides (``data.root=…``, ``+key=…``, ``~key``, lists, quoting) follow Hydra's
+    grammar and rules: a key the run's config lacks is an error unless added with ``+``. A
+    group override (``data=300w``) replaces that group's node with the option as the run's own
+    overrides (``recorded_overrides``, from ``.hydra/overrides.yaml``) plus ``overrides``
+    compose it, so ``data=300w data.root=…`` evaluates a run on another dataset.
+
+    Raises:
+        ValueError: a global group (``experiment=…``) or an unknown group.
     """
-    ckpt_path = Path(ckpt_path)
-    if not ckpt_path.is_file():
-        raise FileNotFoundError(f"ckpt_path: no checkpoint file at {ckpt_path}")
-    config_path = ckpt_path.resolve().parent.parent / ".hydra" / "config.yaml"
-    if not config_path.is_file():
-        raise FileNotFoundError(
-            f"ckpt_path: expected the run's config at {config_path} (a run folder made by "
-            f"src/train.py holds checkpoints/ and .hydra/ side by side)"
-        )
-    cfg = OmegaConf.load(config_path)
-    assert isinstance(cfg, DictConfig)
-    return cfg
+    from hydra import compose
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    groups = [o for o in parsed if "/" in o.key_or_group or _is_group(o.key_or_group)]
+    keys = [o for o in parsed if o not in groups]
+    if groups:
+        names = [o.key_or_group for o in groups]
+        global_groups = [name for name in names if name in GLOBAL_GROUPS]
+        if global_groups:
+            raise ValueError(
+                f"{global_groups[0]}=… changes many keys of the run at once: evaluate with key "
+                "overrides (e.g. data.root=…) or a group such as data=…"
+            )
+        kept = [o for o in recorded_overrides if not o.startswith(("hydra.", "ckpt_path="))]
+        composed = compose("train", overrides=[*kept, *overrides])
+        for name in names:
+            run_cfg[name] = composed[name]
+    if keys:
+        struct = OmegaConf.is_struct(run_cfg)
+        OmegaConf.set_struct(run_cfg, True)
+        try:
+            ConfigLoaderImpl._apply_overrides_to_config(keys, run_cfg)
+        finally:
+            OmegaConf.set_struct(run_cfg, struct)
+
+
+def _is_group(name: str) -> bool:
+    """Whether ``name`` is a config group of ``conf/`` (a folder of option files)."""
+    return "." not in name and (CONFIG_DIR / name).is_dir()

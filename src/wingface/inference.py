@@ -159,8 +159,9 @@ def load_landmark_module(
     Raises:
         FileNotFoundError: naming ``ckpt_path`` when the file or its run config is missing.
     """
-    from wingface.config import register_resolvers, run_config_of_checkpoint
+    from wingface.config import register_resolvers
     from wingface.pipeline import build_module
+    from wingface.run_folder import run_config_of_checkpoint
 
     register_resolvers()
     run_cfg = run_config_of_checkpoint(ckpt_path)

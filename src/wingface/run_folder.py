@@ -42,6 +42,9 @@ RECORD_FOLDER = ".hydra"
 CONFIG_FILE = "config.yaml"
 """The recorded run config (interpolations unresolved), read by ``src/eval.py``."""
 
+OVERRIDES_FILE = "overrides.yaml"
+"""The recorded command-line overrides of the run."""
+
 LOCK_FILE = "run.lock"
 """The lock of a run folder; it holds a line naming the process that holds it."""
 
@@ -148,6 +151,36 @@ def config_differences(recorded: DictConfig, new: DictConfig) -> dict[str, tuple
     }
 
 
+def run_folder_of_checkpoint(ckpt_path: str | Path) -> Path:
+    """The run folder a checkpoint file belongs to (the parent of its ``checkpoints/``)."""
+    ckpt_path = Path(ckpt_path)
+    if not ckpt_path.is_file():
+        raise FileNotFoundError(f"ckpt_path: no checkpoint file at {ckpt_path}")
+    return ckpt_path.resolve().parent.parent
+
+
+def run_config_of_checkpoint(ckpt_path: str | Path) -> DictConfig:
+    """The training config recorded in a checkpoint's run folder (``.hydra/config.yaml``)."""
+    folder = run_folder_of_checkpoint(ckpt_path)
+    cfg = recorded_config(folder)
+    if cfg is None:
+        raise FileNotFoundError(
+            f"ckpt_path: expected the run's config at {folder / RECORD_FOLDER / CONFIG_FILE} "
+            f"(a run folder made by src/train.py holds {CHECKPOINT_FOLDER}/ and "
+            f"{RECORD_FOLDER}/ side by side)"
+        )
+    return cfg
+
+
+def recorded_overrides(ckpt_path: str | Path) -> list[str]:
+    """The command-line overrides the checkpoint's run was launched with
+    (``.hydra/overrides.yaml``; empty if none were recorded)."""
+    path = run_folder_of_checkpoint(ckpt_path) / RECORD_FOLDER / OVERRIDES_FILE
+    if not path.is_file():
+        return []
+    return [str(o) for o in OmegaConf.load(path)]
+
+
 def recorded_config(folder: str | Path) -> DictConfig | None:
     """The config an earlier launch recorded in ``folder``, or None."""
     path = Path(folder) / RECORD_FOLDER / CONFIG_FILE
@@ -207,7 +240,7 @@ def record_run_config(cfg: DictConfig, folder: str | Path) -> None:
     if HydraConfig.initialized():
         hydra_cfg = HydraConfig.get()
         files["hydra.yaml"] = OmegaConf.create({"hydra": hydra_cfg})
-        files["overrides.yaml"] = hydra_cfg.overrides.task
+        files[OVERRIDES_FILE] = hydra_cfg.overrides.task
     for name, content in files.items():
         text = OmegaConf.to_yaml(content).encode()
         write_atomically(record / name, lambda handle, text=text: handle.write(text))
