@@ -13,8 +13,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from hydra.utils import instantiate
 
 from wingface.data.datamodule import FaceDataModule
+from wingface.data.dataset import FaceCropDataset
 from wingface.data.faces import FaceSet
 from wingface.data.gpu_augment import (
     BatchAugmentation,
@@ -257,7 +259,9 @@ def test_colour_jitter_matches_the_albumentations_path_in_distribution() -> None
 def test_blur_matches_the_albumentations_path_in_distribution() -> None:
     """On noise, the share of blurred images and how much fine detail the blur removes."""
     noise = np.random.default_rng(6).integers(0, 256, (CONTEXT, CONTEXT, 3), dtype=np.uint8)
-    cpu, gpu = both_paths(noise, 800, **NO_GEOMETRY, **NO_COLOUR, blur_prob=0.3)
+    cpu, gpu = both_paths(
+        noise, 800, **NO_GEOMETRY, **NO_COLOUR, blur_prob=0.3, occlusion_prob=0.0
+    )
     centre = noise[8:72, 8:72].transpose(2, 0, 1)[None]
 
     def detail(images: np.ndarray) -> np.ndarray:
@@ -439,7 +443,7 @@ def test_batched_path_augments_the_same_faces_as_their_centre_crops() -> None:
     datamodule = _datamodule(False)
     datamodule.augment = lambda **kwargs: BatchAugmentation(
         **kwargs, rotate=0, scale=0, shift=0, flip_prob=0, brightness=0, contrast=0,
-        saturation=0, hue=0, blur_prob=0,
+        saturation=0, hue=0, blur_prob=0, occlusion_prob=0,
     )  # fmt: skip
     plain = _datamodule(False, augment=False)
     crops = plain.dataset("train")
@@ -456,3 +460,24 @@ def test_on_device_rejects_the_per_sample_augmentation() -> None:
     datamodule.augment = lambda **kwargs: TrainAugmentation(**kwargs)
     with pytest.raises(ValueError, match="data.on_device"):
         datamodule.train_dataloader()
+
+
+def test_augment_none_config_trains_on_centre_crops_on_either_path(
+    compose_train, small_data: list[str]
+) -> None:
+    """``augment=none`` (the config option) means no augmentation on both paths: the loader's
+    and the device-resident training batches are the faces' un-augmented centre crops."""
+    epochs = {}
+    for on_device in (False, True):
+        cfg = compose_train("augment=none", f"data.on_device={str(on_device).lower()}", *small_data)
+        datamodule = instantiate(cfg.data)
+        assert datamodule.augmentation() is None
+        epochs[on_device] = _epoch(datamodule, "train", 1)
+    crops = datamodule._crops("train")
+    centre = FaceCropDataset(crops, np.arange(len(crops)))
+    assert len(epochs[False]) == len(epochs[True]) > 1
+    for loaded, resident in zip(epochs[False], epochs[True], strict=True):
+        for key in ("image", "landmarks", "index"):
+            torch.testing.assert_close(loaded[key], resident[key], rtol=0, atol=0)
+        for i, face in enumerate(resident["index"].tolist()):
+            torch.testing.assert_close(resident["image"][i], centre[face]["image"], rtol=0, atol=0)

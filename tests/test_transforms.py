@@ -102,6 +102,7 @@ def test_augmentation_moves_image_and_landmarks_identically() -> None:
         saturation=0.0,
         hue=0.0,
         blur_prob=0.0,
+        occlusion_prob=0.0,
     )
     augment.reseed(3)
     for _ in range(20):

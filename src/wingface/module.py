@@ -110,7 +110,7 @@ class LandmarkModule(L.LightningModule):
         loss: nn.Module,
         optimizer: Callable[..., Optimizer],
         scheduler: Callable[..., LRScheduler] | None,
-        channels_last: bool = False,
+        channels_last: bool = True,
         compile: bool = False,
         skip_nonfinite_loss: bool = False,
     ) -> None:

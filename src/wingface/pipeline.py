@@ -139,7 +139,7 @@ def build_callbacks(cfg: DictConfig, with_logger: bool = True) -> list[L.Callbac
 def build_module(cfg: DictConfig) -> LandmarkModule:
     """The LightningModule of ``cfg``: ``model``, ``loss`` and ``optim`` groups (the learning
     rate scaled to ``data.batch_size`` by ``optim.lr_scaling``), and the ``channels_last`` /
-    ``compile`` switches (off for run configs that predate them)."""
+    ``compile`` switches (for run configs that predate them: channels-last on, compile off)."""
     return LandmarkModule(
         net=instantiate(cfg.model),
         loss=instantiate(cfg.loss),
@@ -150,7 +150,7 @@ def build_module(cfg: DictConfig) -> LandmarkModule:
             rule=cfg.optim.get("lr_scaling", "none"),
         ),
         scheduler=instantiate(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None,
-        channels_last=bool(cfg.get("channels_last", False)),
+        channels_last=bool(cfg.get("channels_last", True)),
         compile=bool(cfg.get("compile", False)),
         skip_nonfinite_loss=bool(cfg.get("skip_nonfinite_loss", False)),
     )

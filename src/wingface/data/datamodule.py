@@ -64,8 +64,8 @@ class FaceDataModule(L.LightningDataModule):
             training process).
         augment: builds the training augmentation from ``(input_size, context_size,
             flip_permutation)``: a :class:`TrainAugmentation` (per sample, in the loader) or a
-            :class:`BatchAugmentation` (per batch, after transfer); None trains on
-            un-augmented centre crops.
+            :class:`BatchAugmentation` (per batch, after transfer); None, or a factory that
+            returns None (``augment=none``), trains on un-augmented centre crops.
         balance: returns each training face's repeat count from the training shapes.
         pin_memory: pin host memory for faster transfers to an accelerator.
         protocol: what the test split reports (``data.protocol``); the default protocol when
@@ -152,6 +152,7 @@ class FaceDataModule(L.LightningDataModule):
         self.device_crops: dict[str, DeviceCrops] = {}
         self.train_repeats: np.ndarray | None = None
         self._augmentation: TrainAugmentation | BatchAugmentation | None = None
+        self._augmentation_built = False
         self._sampler: BalancedEpochSampler | None = None
         self._resume_position: tuple[int, int] | None = None
 
@@ -229,13 +230,18 @@ class FaceDataModule(L.LightningDataModule):
 
     def augmentation(self) -> TrainAugmentation | BatchAugmentation | None:
         """The training augmentation (built once, for the training crops' sizes)."""
-        if self._augmentation is None and self.augment is not None:
+        if not self._augmentation_built and self.augment is not None:
             augmentation = self.augment(
                 input_size=self.input_size,
                 context_size=self._crops("train").context_size,
                 flip_permutation=self.scheme.flip_array(),
             )
-            if self.on_device and not isinstance(augmentation, BatchAugmentation):
+            self._augmentation_built = True
+            if (
+                self.on_device
+                and augmentation is not None
+                and not isinstance(augmentation, BatchAugmentation)
+            ):
                 raise ValueError(
                     f"data.on_device=true keeps the crops on the accelerator and needs the "
                     f"batched augmentation (augment=gpu) or none (augment=none), not "

@@ -306,7 +306,7 @@ class BatchAugmentation:
         saturation: float = 0.3,
         hue: float = 0.05,
         blur_prob: float = 0.1,
-        occlusion_prob: float = 0.0,
+        occlusion_prob: float = 0.2,
         compile: bool = False,
     ) -> None:
         if not isinstance(compile, bool):

@@ -166,7 +166,7 @@ class TrainAugmentation:
         saturation: float = 0.3,
         hue: float = 0.05,
         blur_prob: float = 0.1,
-        occlusion_prob: float = 0.0,
+        occlusion_prob: float = 0.2,
     ) -> None:
         # albumentations is imported here, not with the module: the batched path
         # (augment=gpu) and evaluation work without it.
@@ -241,3 +241,11 @@ class TrainAugmentation:
             )
         out = self.compose(image=image, keypoints=landmarks)
         return out["image"], np.asarray(out["keypoints"], dtype=np.float32), visibility
+
+
+def no_augmentation(input_size: int, context_size: int, flip_permutation: np.ndarray) -> None:
+    """The training augmentation of ``augment=none``: none (the data module then serves the
+    un-augmented centre crops, on either path). Takes the arguments every augmentation
+    factory receives."""
+    del input_size, context_size, flip_permutation
+    return None
