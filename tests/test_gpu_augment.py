@@ -259,9 +259,7 @@ def test_colour_jitter_matches_the_albumentations_path_in_distribution() -> None
 def test_blur_matches_the_albumentations_path_in_distribution() -> None:
     """On noise, the share of blurred images and how much fine detail the blur removes."""
     noise = np.random.default_rng(6).integers(0, 256, (CONTEXT, CONTEXT, 3), dtype=np.uint8)
-    cpu, gpu = both_paths(
-        noise, 800, **NO_GEOMETRY, **NO_COLOUR, blur_prob=0.3, occlusion_prob=0.0
-    )
+    cpu, gpu = both_paths(noise, 800, **NO_GEOMETRY, **NO_COLOUR, blur_prob=0.3, occlusion_prob=0.0)
     centre = noise[8:72, 8:72].transpose(2, 0, 1)[None]
 
     def detail(images: np.ndarray) -> np.ndarray:
