@@ -1,4 +1,4 @@
-"""Haar face boxes vs the landmark boxes a 300-W model is trained on: calibration and NME.
+"""Face detector boxes vs the landmark boxes a 300-W model is trained on: calibration and NME.
 
 Usage:
     python experiments/box_calibration.py ../shared/data/300w [folder ...] [--ckpt <file>.ckpt]
@@ -6,7 +6,7 @@ Usage:
 For every face of the folders (default: the 300-W training folders afw, helen/trainset,
 lfpw/trainset) the detection overlapping its tight 68-landmark box most (IoU >= 0.3) is
 matched. Printed: the medians of the landmark box's longer side and centre offset, in units of
-the detection's side (the constants of ``wingface.detect.HAAR_TO_300W_BOX``). With ``--ckpt``,
+the detection's side (the constants of ``wingface.detect.DLIB_TO_300W_BOX``). With ``--ckpt``,
 also the model's mean NME (%) when cropping around the ground-truth landmark box, the raw
 detector box, the calibrated detector box, and the calibrated box refined twice around the
 predicted landmarks as ``LandmarkPredictor`` does (``--csv`` writes them per face).
@@ -25,22 +25,13 @@ import numpy as np
 import torch
 
 from wingface.data.formats.pts import load_300w
-from wingface.detect import HaarFaceDetector
+from wingface.detect import DlibFaceDetector, box_iou
 from wingface.inference import LandmarkPredictor
 from wingface.metrics import normalising_distance, per_image_nme
 
 TRAIN_FOLDERS = ["afw", "helen/trainset", "lfpw/trainset"]
 NORMS = ("inter_ocular", "inter_pupil")
 REFINE = 2  # re-crops around the predicted landmarks, as LandmarkPredictor does for 300-W
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of one ``(4,)`` box ``a`` with ``(N, 4)`` boxes ``b`` (x0, y0, x1, y1)."""
-    lo = np.maximum(a[:2], b[:, :2])
-    hi = np.minimum(a[2:], b[:, 2:])
-    inter = np.prod(np.clip(hi - lo, 0, None), axis=1)
-    area = np.prod(a[2:] - a[:2]) + np.prod(b[:, 2:] - b[:, :2], axis=1) - inter
-    return inter / area
 
 
 def nme_percent(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
@@ -61,7 +52,7 @@ def main() -> None:
     args = parser.parse_args()
 
     faces = load_300w(args.root, args.folders)
-    detector = HaarFaceDetector()
+    detector = DlibFaceDetector()
     predictor = LandmarkPredictor.from_checkpoint(args.ckpt) if args.ckpt else None
     shapes, rows = [], []
     for name, image, box, truth in zip(
@@ -80,8 +71,8 @@ def main() -> None:
             row = {"name": name, "detected": int(found)}
             preds = {"truth_box": predictor.landmarks_in_boxes(image, box[None])[0]}
             if found:
-                preds["haar_raw"] = predictor.landmarks_in_boxes(image, det[None])[0]
-                for label, passes in (("haar_calibrated", 0), ("haar_refined", REFINE)):
+                preds["detector_raw"] = predictor.landmarks_in_boxes(image, det[None])[0]
+                for label, passes in (("detector_calibrated", 0), ("detector_refined", REFINE)):
                     predictor.refine = passes
                     preds[label] = predictor.landmarks_of_detections(image, det[None])[0][0]
             for label, pred in preds.items():
@@ -100,7 +91,7 @@ def main() -> None:
             f"mean NME {norm} (%): ground-truth box, all {len(rows)} faces: "
             f"{np.mean([r[f'truth_box_{norm}'] for r in rows]):.2f}"
         )
-        for label in ("truth_box", "haar_raw", "haar_calibrated", "haar_refined"):
+        for label in ("truth_box", "detector_raw", "detector_calibrated", "detector_refined"):
             mean = np.mean([r[f"{label}_{norm}"] for r in detected])
             print(f"  on the {len(detected)} detected faces, {label}: {mean:.2f}")
     if args.csv:

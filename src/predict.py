@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from wingface.config import CONFIG_DIR, load_dotenv_file, register_resolvers
 from wingface.data.formats.pts import read_image_rgb
-from wingface.detect import BoxCalibration, HaarFaceDetector
+from wingface.detect import BoxCalibration, DlibFaceDetector
 from wingface.inference import LandmarkPredictor
 from wingface.prediction_io import (
     draw_overlay,
@@ -49,7 +49,7 @@ def build_predictor(cfg: DictConfig) -> LandmarkPredictor:
     return LandmarkPredictor.from_checkpoint(
         cfg.ckpt_path,
         device=cfg.device,
-        detector=HaarFaceDetector(**cfg.detector),
+        detector=DlibFaceDetector(**cfg.detector),
         calibration=calibration,
         refine=cfg.get("refine"),
         batch_size=cfg.batch_size,

@@ -21,11 +21,12 @@ from wingface.data.formats.pts import read_image_rgb, read_pts
 from wingface.data.synthetic import generate_synthetic_faces
 from wingface.data.transforms import crop_matrix, transform_points
 from wingface.detect import (
-    HAAR_TO_300W_BOX,
+    DLIB_TO_300W_BOX,
+    DLIB_WINDOW,
+    MAX_UPSAMPLE,
     BoxCalibration,
-    HaarFaceDetector,
+    DlibFaceDetector,
     drop_overlapping,
-    group_rectangles,
 )
 from wingface.inference import LandmarkPredictor, crop_points_to_image
 from wingface.prediction_io import read_boxes_file
@@ -125,13 +126,6 @@ def test_box_calibration_moves_and_scales_the_detector_box() -> None:
         BoxCalibration(side=0.0)
 
 
-def test_group_rectangles_merges_neighbouring_windows() -> None:
-    cluster = [[100 + d, 50 - d, 40, 40] for d in range(6)]
-    rects, counts = group_rectangles(np.array([*cluster, [0, 0, 30, 30]]), min_neighbors=3)
-    np.testing.assert_array_equal(rects, [[102, 48, 40, 40]])  # mean of the cluster, rounded
-    np.testing.assert_array_equal(counts, [6])  # the lone window is dropped
-
-
 def test_boxes_inside_a_larger_face_are_dropped() -> None:
     face = [100.0, 100.0, 200.0, 200.0]
     chin = [130.0, 180.0, 170.0, 220.0]  # half of it inside the face box
@@ -141,38 +135,79 @@ def test_boxes_inside_a_larger_face_are_dropped() -> None:
     np.testing.assert_array_equal(drop_overlapping(np.zeros((0, 4)), 0.1), [])
 
 
-def test_missing_cascade_file_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(FileNotFoundError, match="missing.xml"):
-        HaarFaceDetector(cascade=tmp_path / "missing.xml")
-    monkeypatch.setattr("wingface.detect.BUNDLED_CASCADE", tmp_path / "gone.xml")
-    monkeypatch.setattr(cv2, "data", None, raising=False)
-    with pytest.raises(FileNotFoundError, match=r"haarcascade_frontalface_default\.xml.*boxes"):
-        HaarFaceDetector()
+def test_detector_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="detector.min_size"):
+        DlibFaceDetector(min_size=0.0)
+    with pytest.raises(ValueError, match="detector.max_side"):
+        DlibFaceDetector(max_side=40)
+    with pytest.raises(ValueError, match="detector.max_overlap"):
+        DlibFaceDetector(max_overlap=1.5)
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        DlibFaceDetector()(np.zeros((10, 10, 3), np.float32))
 
 
-# OpenCV 4.14 cv2.CascadeClassifier(haarcascade_frontalface_default.xml).detectMultiScale(
-# grey, scaleFactor=1.1, minNeighbors=5, minSize=10% of the shorter side) as (x, y, w, h)
-OPENCV_RECTS = {
-    "image_0001.jpg": [54, 24, 151, 151],
-    "image_0050.jpg": [54, 24, 155, 155],
-    "image_0100.jpg": [47, 22, 178, 178],
-}
+def test_small_images_are_upsampled_until_the_smallest_face_fills_the_window() -> None:
+    detector = DlibFaceDetector(min_size=0.4)
+    # faces of 0.4 x the shorter side against dlib's 80-pixel window, doubling each time
+    assert detector.upsamplings(250, 300) == 0  # 100 px
+    assert detector.upsamplings(128, 128) == 1  # 51 px -> 102
+    assert detector.upsamplings(100, 60) == 2  # 24 px -> 96
+    assert detector.upsamplings(20, 20) == MAX_UPSAMPLE  # capped
+    assert DLIB_WINDOW == 80
+
+
+SYNTHETIC_FRONTAL = 40  # synthetic test faces with |yaw| < 30 degrees
+
+
+def test_detector_finds_most_frontal_synthetic_faces_at_their_landmark_box() -> None:
+    faces = generate_synthetic_faces(120, seed=2, image_size=128, num_workers=1)
+    frontal = np.flatnonzero(np.abs(faces.poses[:, 0]) < 30)[:SYNTHETIC_FRONTAL]
+    detector = DlibFaceDetector()
+    centre_errors = []
+    for i in frontal:
+        detections = detector(faces.images[i])
+        if not detections:
+            continue
+        (box,) = DLIB_TO_300W_BOX(detections[0].box[None])
+        truth = faces.boxes[i]
+        side = max(truth[2] - truth[0], truth[3] - truth[1])
+        offset = np.abs((box[:2] + box[2:]) / 2 - (truth[:2] + truth[2:]) / 2).max()
+        centre_errors.append(offset / side)
+    # experiments/detection_rate.py: 57% of 500 synthetic test faces found, 69% of the
+    # frontal ones (Haar cascade: 45% and 58%)
+    assert len(centre_errors) >= 0.5 * len(frontal)
+    assert np.median(centre_errors) < 0.1
+
+
+def test_boxes_of_a_shrunk_image_map_back_to_the_full_image() -> None:
+    faces = generate_synthetic_faces(8, seed=2, image_size=128, num_workers=1)
+    detector = DlibFaceDetector(max_side=800)
+    for image in faces.images:
+        small = detector(image)
+        if not small:
+            continue
+        big_image = cv2.resize(image, (1024, 1024), interpolation=cv2.INTER_CUBIC)
+        big = detector(big_image)  # detected at 800 px, boxes in 1024 px
+        assert len(big) == len(small)
+        # pixel-centre frame: p_big = (p + 0.5) * 8 - 0.5; dlib's pyramid steps differ by size
+        expected = (small[0].box + 0.5) * 8 - 0.5
+        side = expected[2] - expected[0]
+        assert np.abs(big[0].box - expected).max() < 0.25 * side
+        return
+    pytest.fail("no synthetic face of the first 8 was found")
 
 
 @needs_real_300w
-@pytest.mark.parametrize("name", sorted(OPENCV_RECTS))
+@pytest.mark.parametrize("name", ["image_0001.jpg", "image_0050.jpg", "image_0100.jpg"])
 def test_detector_finds_the_face_of_a_real_300w_image(name: str) -> None:
     path = REAL_300W / "lfpw" / "testset" / name
-    detections = HaarFaceDetector()(read_image_rgb(path))
+    detections = DlibFaceDetector()(read_image_rgb(path))
     assert len(detections) == 1
-    x, y, w, h = OPENCV_RECTS[name]
-    np.testing.assert_allclose(detections[0].box, [x - 0.5, y - 0.5, x + w - 0.5, y + h - 0.5])
-    assert detections[0].score > 5
-    # calibrated, it is close to the landmark box the 300-W models were trained on (the
-    # detector's size varies by about ±10% around the calibration; image_0100 is +21%)
+    assert detections[0].score > 0
+    # calibrated, it is close to the landmark box the 300-W models were trained on
     points = read_pts(path.with_suffix(".pts"))
     truth = np.r_[points.min(axis=0), points.max(axis=0)]
-    (box,) = HAAR_TO_300W_BOX(detections[0].box[None])
+    (box,) = DLIB_TO_300W_BOX(detections[0].box[None])
     truth_side = max(truth[2] - truth[0], truth[3] - truth[1])
     assert np.abs((box[:2] + box[2:]) / 2 - (truth[:2] + truth[2:]) / 2).max() < 0.1 * truth_side
     assert 0.8 < (box[2] - box[0]) / truth_side < 1.25

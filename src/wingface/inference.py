@@ -10,11 +10,10 @@ model predicts in crop pixels and the inverse crop transform maps the points bac
 
 Face boxes must follow the convention the model was trained with. Models trained on 300-W or the
 synthetic faces use the tight box of the 68 landmarks, which no detector gives: boxes from the
-Haar detector (when ``boxes`` is not given) go through a fixed :class:`BoxCalibration` measured
-on real 300-W faces (:data:`HAAR_TO_300W_BOX`), and the face is then re-cropped ``refine`` times
-around the tight box of its predicted landmarks, which is exactly the training convention (on
-lfpw/testset this brings the inter-ocular NME from 5.95% to 5.23%, against 4.77% with the
-ground-truth box). Given boxes are used as they are.
+face detector (dlib's HOG detector, when ``boxes`` is not given) go through a fixed
+:class:`BoxCalibration` measured on real 300-W faces (:data:`DLIB_TO_300W_BOX`), and the face is
+then re-cropped ``refine`` times around the tight box of its predicted landmarks, which is
+exactly the training convention. Given boxes are used as they are.
 """
 
 from __future__ import annotations
@@ -32,11 +31,11 @@ from torch import nn
 
 from wingface.data.transforms import crop_matrix, transform_points, warp_crop
 from wingface.detect import (
-    HAAR_TO_300W_BOX,
+    DLIB_TO_300W_BOX,
     IDENTITY_CALIBRATION,
     BoxCalibration,
     Detection,
-    HaarFaceDetector,
+    DlibFaceDetector,
 )
 
 if TYPE_CHECKING:
@@ -181,7 +180,7 @@ class LandmarkPredictor:
             :class:`~wingface.module.LandmarkModule`); put in eval mode here.
         input_size: network input side ``S`` (``data.input_size``).
         crop_scale: crop side / longer box side (``data.crop_scale``).
-        detector: finds faces when no boxes are given (None: a :class:`HaarFaceDetector`,
+        detector: finds faces when no boxes are given (None: a :class:`DlibFaceDetector`,
             made on first use).
         calibration: maps detector boxes to the model's box convention.
         refine: re-crops of detected faces around their predicted landmarks' tight box (only
@@ -228,7 +227,7 @@ class LandmarkPredictor:
         """A predictor for a training checkpoint (its run's ``.hydra/config.yaml`` beside it).
 
         For models of the 68-point 300-W scheme (trained on landmark boxes), ``calibration``
-        None picks :data:`HAAR_TO_300W_BOX` and ``refine`` None two re-crops; for other schemes
+        None picks :data:`DLIB_TO_300W_BOX` and ``refine`` None two re-crops; for other schemes
         no calibration (with a warning) and no re-crop.
         """
         module, run_cfg = load_landmark_module(ckpt_path, device)
@@ -238,7 +237,7 @@ class LandmarkPredictor:
             refine = 2 if landmark_box else 0
         if calibration is None:
             if landmark_box:
-                calibration = HAAR_TO_300W_BOX
+                calibration = DLIB_TO_300W_BOX
             else:
                 log.warning(
                     "no detector-box calibration is known for scheme %r: detector boxes are "
@@ -261,7 +260,7 @@ class LandmarkPredictor:
     def detector(self) -> FaceDetector:
         """The face detector used when no boxes are given."""
         if self._detector is None:
-            self._detector = HaarFaceDetector()
+            self._detector = DlibFaceDetector()
         return self._detector
 
     @torch.inference_mode()
