@@ -10,7 +10,7 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install --quiet --no-compile -c constraints.txt -e '.[dev]'
 	touch $@
 
 # Prints the time split at the end: set-up (environment), then data, fit and test (train.py).
