@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import socket
 
 import pytest
@@ -15,22 +16,32 @@ from wingface.config import CONFIG_DIR, apply_run_overrides, split_eval_argument
 from wingface.data.datamodule import FaceDataModule
 from wingface.pipeline import build_callbacks, build_loggers, build_module, flatten_config
 
-LOSSES = ["l2", "l1", "smooth_l1", "wing", "rwing", "soft_wing"]
+LOSSES = sorted(path.stem for path in (CONFIG_DIR / "loss").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("loss", LOSSES)
 def test_every_loss_builds_from_its_config(compose_train, loss: str) -> None:
-    cfg = compose_train(f"loss={loss}")
-    module = instantiate(cfg.loss)
-    pred = torch.zeros(2, 68, 2)
-    value = module(pred, pred + 3.0, torch.ones(2, 68))
+    """Each ``conf/loss`` option gives a positive float32 loss for landmarks 3 px off (a
+    heatmap loss on the heatmaps of the heatmap model it needs)."""
+    module = instantiate(compose_train(f"loss={loss}").loss)
+    target = torch.full((2, 68, 2), 20.0)
+    if getattr(module, "needs_heatmaps", False):
+        cfg = compose_train(f"loss={loss}", "model=heatmap")
+        net, module = instantiate(cfg.model), instantiate(cfg.loss)
+        pred = net.heatmaps(torch.zeros(2, 3, net.input_size, net.input_size))
+    else:
+        pred = target
+    value = module(pred, target + 3.0, torch.ones(2, 68))
     assert value.dtype == torch.float32 and value.item() > 0
 
 
 def test_wing_overrides_reach_the_loss(compose_train) -> None:
-    cfg = compose_train("loss=wing", "loss.w=5", "loss.eps=0.5")
-    loss = instantiate(cfg.loss)
-    assert (loss.w, loss.eps) == (5.0, 0.5)
+    """``loss.w=5 loss.eps=0.5``: each coordinate 3 px off costs w ln(1 + 3 / eps) (3 < w),
+    summed over the 68 x 2 coordinates of a face (the paper's formula, by hand)."""
+    loss = instantiate(compose_train("loss=wing", "loss.w=5", "loss.eps=0.5").loss)
+    target = torch.zeros(1, 68, 2)
+    expected = 68 * 2 * 5.0 * math.log(1.0 + 3.0 / 0.5)
+    assert loss(target + 3.0, target).item() == pytest.approx(expected, rel=1e-6)
 
 
 @pytest.mark.parametrize("model,size", [("cnn6", 64), ("cnn7", 128)])

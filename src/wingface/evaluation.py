@@ -205,7 +205,7 @@ def plot_ced(
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
     for label, nmes in curves.items():
-        x, y = ced_curve(np.asarray(nmes, dtype=np.float64), threshold, 501)
+        x, y = ced_curve(np.asarray(nmes, dtype=np.float64), threshold)
         auc = ced_auc(np.asarray(nmes, dtype=np.float64), threshold)
         ax.plot(np.asarray(x) * 100, np.asarray(y), label=f"{label} (AUC {auc:.3f})")
     ax.set_xlim(0, threshold * 100)

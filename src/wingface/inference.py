@@ -37,6 +37,7 @@ from wingface.detect import (
     Detection,
     DlibFaceDetector,
 )
+from wingface.landmarks import tight_boxes
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -92,12 +93,6 @@ def as_boxes(boxes: np.ndarray | Sequence[Sequence[float]], where: str = "boxes"
             f"with x1 > x0 and y1 > y0"
         )
     return array
-
-
-def landmark_boxes(landmarks: np.ndarray) -> np.ndarray:
-    """``(N, 4)`` float64 tight boxes ``(x0, y0, x1, y1)`` of ``(N, L, 2)`` landmarks."""
-    landmarks = np.asarray(landmarks, dtype=np.float64)
-    return np.concatenate([landmarks.min(axis=1), landmarks.max(axis=1)], axis=1)
 
 
 MIN_REFINED_SIDE = 0.1
@@ -286,7 +281,7 @@ class LandmarkPredictor:
         crop_boxes = self.calibration(as_boxes(boxes))
         landmarks = self.landmarks_in_boxes(image, crop_boxes)
         for _ in range(self.refine):
-            proposed = landmark_boxes(landmarks)
+            proposed = tight_boxes(landmarks)
             usable = usable_refined_boxes(proposed, crop_boxes)
             if not usable.all():
                 log.warning(

@@ -126,3 +126,10 @@ def get_scheme(name: str) -> LandmarkScheme:
     if name not in SCHEMES:
         raise KeyError(f"unknown landmark scheme {name!r}; expected one of {sorted(SCHEMES)}")
     return SCHEMES[name]
+
+
+def tight_boxes(landmarks: np.ndarray) -> np.ndarray:
+    """``(N, 4)`` float64 tight boxes ``(x0, y0, x1, y1)`` of ``(N, L, 2)`` landmarks (pixels):
+    the face box convention of 300-W and the synthetic faces."""
+    landmarks = np.asarray(landmarks, dtype=np.float64)
+    return np.concatenate([landmarks.min(axis=1), landmarks.max(axis=1)], axis=1)

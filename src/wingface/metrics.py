@@ -255,8 +255,12 @@ def failure_rate(nmes: Tensor | Sequence[float], threshold: float) -> float:
     return float((values > threshold).to(torch.float64).mean())
 
 
+CED_STEPS = 501
+"""Grid points of a plotted or logged CED curve (NME 0 to the threshold, both ends included)."""
+
+
 def ced_curve(
-    nmes: Tensor | Sequence[float], threshold: float, num_steps: int = 1001
+    nmes: Tensor | Sequence[float], threshold: float, num_steps: int = CED_STEPS
 ) -> tuple[Tensor, Tensor]:
     """Cumulative error distribution sampled on a uniform grid.
 

@@ -39,7 +39,7 @@ def log_ced_chart(logger: WandbLogger, curves: dict[str, np.ndarray], threshold:
 
     data = []
     for name, nmes in curves.items():
-        x, y = ced_curve(np.asarray(nmes, dtype=np.float64), threshold, 101)
+        x, y = ced_curve(np.asarray(nmes, dtype=np.float64), threshold)
         data += [[name, round(100.0 * float(a), 4), float(b)] for a, b in zip(x, y, strict=True)]
     table = wandb.Table(columns=["curve", "nme %", "share of faces"], data=data)
     chart = wandb.plot.line(table, "nme %", "share of faces", stroke="curve", title="test CED")

@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from wingface.data.faces import FaceSet
-from wingface.landmarks import IBUG68
+from wingface.landmarks import IBUG68, tight_boxes
 
 logger = logging.getLogger(__name__)
 
@@ -1198,7 +1198,7 @@ def generate_synthetic_faces(
         poses = np.zeros((0, 3), np.float32)
     else:
         images, landmarks, occluded, poses = _render_all(num_faces, seed, image_size, num_workers)
-    boxes = np.concatenate([landmarks.min(axis=1), landmarks.max(axis=1)], axis=1)
+    boxes = tight_boxes(landmarks)
     return FaceSet(
         images=images,
         landmarks=landmarks,

@@ -28,7 +28,7 @@ import numpy as np
 
 from wingface.data.checks import BadSamples, check_landmarks_in_image
 from wingface.data.faces import FaceSet
-from wingface.landmarks import IBUG68
+from wingface.landmarks import IBUG68, tight_boxes
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 """Image file suffixes (compared case-insensitively) that :func:`load_300w` picks up."""
@@ -355,11 +355,6 @@ def read_300w_face(
     return image, landmarks
 
 
-def tight_boxes(landmarks: np.ndarray) -> np.ndarray:
-    """``(N, 4)`` float32 ``(x0, y0, x1, y1)`` tight boxes of ``(N, L, 2)`` landmarks."""
-    return np.concatenate([landmarks.min(axis=1), landmarks.max(axis=1)], axis=1).astype(np.float32)
-
-
 def load_300w(
     root: str | Path, folders: Sequence[str], num_points: int = 68, on_bad_sample: str = "error"
 ) -> FaceSet:
@@ -437,7 +432,7 @@ def load_300w(
         images=images,
         landmarks=points,
         visibility=np.ones(points.shape[:2], dtype=bool),
-        boxes=tight_boxes(points),
+        boxes=tight_boxes(points).astype(np.float32),
         flip_permutation=IBUG68.flip_array(),
         names=names,
         attributes={key: sources == i for i, key in enumerate(keys)},
