@@ -18,8 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf
 
 from wingface.data.faces import FaceSet
 from wingface.landmarks import LandmarkScheme
@@ -188,13 +186,9 @@ def screen_faces(
     return screened
 
 
-def bad_samples_path(output_dir: str | Path | None = None) -> Path | None:
-    """``<output_dir>/bad_samples.txt``; with ``output_dir`` None, in the Hydra run folder
-    (``paths.output_dir``) when Hydra is running, else None."""
+def bad_samples_path(output_dir: str | Path | None) -> Path | None:
+    """``<output_dir>/bad_samples.txt`` (``data.output_dir``, the run folder), or None when no
+    folder is given (the list is then only logged)."""
     if output_dir is None:
-        if not HydraConfig.initialized():
-            return None
-        output_dir = OmegaConf.select(HydraConfig.get(), "runtime.output_dir", default=None)
-        if not output_dir:
-            return None
+        return None
     return Path(output_dir) / BAD_SAMPLES_FILE

@@ -81,8 +81,8 @@ class FaceDataModule(L.LightningDataModule):
             anything is loaded; the readers of ``data.source`` apply it). Faces the readers
             dropped are logged as a warning and listed in ``bad_samples.txt`` in
             ``output_dir``.
-        output_dir: the run folder for ``bad_samples.txt``; None: the Hydra run folder
-            (``paths.output_dir``) when Hydra is running, else the list is only logged.
+        output_dir: the run folder for ``bad_samples.txt`` (``data.output_dir``, the run's
+            ``paths.output_dir``); None: the list is only logged.
         on_device: keep the crops as uint8 tensors on the trainer's device and index batches
             there (``data.on_device``); needs the batched augmentation or none.
     """

@@ -1,7 +1,7 @@
 """Draw a trained model's predictions on test faces spread across yaw.
 
 Usage:
-    python experiments/prediction_grid.py <run>/checkpoints/<file>.ckpt --out docs/predictions.png
+    python experiments/predictions_by_yaw.py <run>/checkpoints/<ckpt> --out docs/predictions.png
 
 Green: ground truth, red: prediction. Each title gives the true yaw and the face's NME
 (inter-ocular, %).

@@ -2,7 +2,7 @@
 
 Usage:
     python src/predict.py ckpt_path=<file>.ckpt input=<folder> output_dir=<out>
-    python experiments/predict_grid.py <out> --out docs/predict_lfpw.png
+    python experiments/overlay_sheet.py <out> --out docs/predict_lfpw.png
 
 Tiles follow the image order of ``<out>/landmarks.json``; each is scaled to the same width and
 captioned with the image name and its number of faces.
