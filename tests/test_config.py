@@ -112,6 +112,7 @@ def test_callbacks_build(compose_train) -> None:
         "ModelCheckpoint",
         "RunRecord",
         "StepRandomness",
+        "TestReport",
     ]
 
 

@@ -2,48 +2,25 @@
 
 from __future__ import annotations
 
-import csv
 import logging
 from collections.abc import Callable
-from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
-from lightning.pytorch.loggers import WandbLogger
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import CatMetric, MinMetric
 
-from wingface.evaluation import EvaluationProtocol, plot_ced, plot_nme_per_pose
-from wingface.metrics import LandmarkNME, PerLandmarkNME, ced_curve
-from wingface.per_landmark import (
-    PER_LANDMARK_COLUMNS,
-    per_landmark_rows,
-    plot_nme_per_landmark,
-    write_per_landmark_csv,
-)
+from wingface.callbacks.test_report import TestOutcome
+from wingface.evaluation import EvaluationProtocol
+from wingface.metrics import LandmarkNME, PerLandmarkNME
 
 log = logging.getLogger(__name__)
 
 # ImageNet statistics: a fixed, documented input normalisation shared by every model.
 IMAGE_MEAN = (0.485, 0.456, 0.406)
 IMAGE_STD = (0.229, 0.224, 0.225)
-
-
-def log_ced_chart(logger: WandbLogger, curves: dict[str, np.ndarray], threshold: float) -> None:
-    """Log the CED curves as a W&B table (``test/ced_table``: curve, NME %, share of faces) and
-    a native W&B line chart over it (``test/ced_chart``), one line per curve."""
-    import wandb
-
-    data = []
-    for name, nmes in curves.items():
-        x, y = ced_curve(np.asarray(nmes, dtype=np.float64), threshold)
-        data += [[name, round(100.0 * float(a), 4), float(b)] for a, b in zip(x, y, strict=True)]
-    table = wandb.Table(columns=["curve", "nme %", "share of faces"], data=data)
-    chart = wandb.plot.line(table, "nme %", "share of faces", stroke="curve", title="test CED")
-    logger.experiment.log({"test/ced_table": table, "test/ced_chart": chart})
 
 
 def check_model_and_loss(net: nn.Module, loss: nn.Module) -> None:
@@ -71,20 +48,20 @@ def check_model_and_loss(net: nn.Module, loss: nn.Module) -> None:
 
 
 class LandmarkModule(L.LightningModule):
-    """Trains ``net`` with ``loss`` and evaluates it with the data module's protocol.
+    """Trains ``net`` with ``loss`` and evaluates it with the evaluation ``protocol``.
 
     The landmark scheme and the evaluation protocol (normalisations, thresholds, test subsets)
-    come from the data module (``data.scheme``, ``data.protocol``) when the trainer sets up.
+    are given when the module is built (:func:`~wingface.pipeline.build_module` reads
+    ``data.scheme`` and ``data.protocol``); the test subsets' face masks and the training mean
+    shape come from the data module when it offers them.
     Logged: ``train/loss``; ``val/loss``, ``val/nme`` (primary normalisation, the checkpoint
     monitor), ``val/nme_<other>``, ``val/nme_best``; on the test split ``test/nme``,
     ``test/nme_<other>``, ``test/fr_<t>``, ``test/auc_<t>`` and the same under
     ``test/<subset>/`` for each test subset, plus ``test/nme_mean_shape`` (predicting the
     training mean shape for every face: the baseline every model must beat). NMEs are fractions
-    of the normalising distance. The test CED curves are saved as ``ced_test.png`` in the run
-    folder and logged (as an image, and as the table ``test/ced_table`` with a W&B line chart
-    ``test/ced_chart``); the per-face NMEs go to ``test_per_image.csv``, the NME of each
-    landmark to ``nme_per_landmark.csv``/``.png`` (W&B ``test/nme_per_landmark``) and, when the
-    protocol has pose subsets, the NME per pose bin to ``nme_per_pose.csv``/``.png``.
+    of the normalising distance. After a test epoch the per-face, per-subset and per-landmark
+    results are left in ``test_outcome`` for the report callback
+    (:class:`~wingface.callbacks.test_report.TestReport`), which writes the files.
 
     Args:
         net: maps ``(B, 3, S, S)`` normalised images to ``(B, L, 2)`` input pixels.
@@ -99,6 +76,8 @@ class LandmarkModule(L.LightningModule):
             (``stage_outputs``) and heatmaps run eagerly.
         skip_nonfinite_loss: skip batches whose loss is NaN or infinite instead of stopping
             (``skip_nonfinite_loss``); every skipped batch is logged with its face indices.
+        protocol: what validation and test report (``data.protocol``).
+        scheme: the landmark scheme (``data.scheme``), for the normalising distances.
 
     A network with a ``stage_outputs(images, target)`` method (the cascade) is trained on the
     sum of the loss over its stages, each ``(prediction, target)`` in that stage's pixels.
@@ -113,6 +92,8 @@ class LandmarkModule(L.LightningModule):
         channels_last: bool = True,
         compile: bool = False,
         skip_nonfinite_loss: bool = False,
+        protocol: EvaluationProtocol | None = None,
+        scheme: str = "300w",
     ) -> None:
         super().__init__()
         check_model_and_loss(net, loss)
@@ -131,7 +112,13 @@ class LandmarkModule(L.LightningModule):
         self.register_buffer("image_mean", torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1) * 255)
         self.register_buffer("image_std", torch.tensor(IMAGE_STD).view(1, 3, 1, 1) * 255)
         self.register_buffer("mean_shape", torch.full((net.num_points, 2), float("nan")))
-        self.protocol: EvaluationProtocol | None = None
+        self.protocol = protocol if protocol is not None else EvaluationProtocol()
+        norms = self.protocol.normalisations
+        self.val_metrics = nn.ModuleDict({n: LandmarkNME(n, scheme) for n in norms})
+        self.test_metrics = nn.ModuleDict({n: LandmarkNME(n, scheme) for n in norms})
+        self.test_mean_shape_nme = LandmarkNME(self.protocol.primary, scheme)
+        self.test_landmark_nme = PerLandmarkNME(net.num_points, self.protocol.primary, scheme)
+        self.test_outcome: TestOutcome | None = None
         self.val_nme_best = MinMetric()
         self._resumed_val_nme_best: float | None = None
         self.test_indices = CatMetric()
@@ -150,21 +137,11 @@ class LandmarkModule(L.LightningModule):
         return (self.net if compiled is None else compiled)(self._normalise(images))
 
     def setup(self, stage: str) -> None:
-        """Build the metrics from the data module's scheme and protocol; when fitting, take
-        the training mean shape (the test baseline) from the data module."""
-        datamodule = self.trainer.datamodule
-        if self.protocol is None:
-            self.protocol = datamodule.protocol
-            scheme = datamodule.scheme.name
-            norms = self.protocol.normalisations
-            self.val_metrics = nn.ModuleDict({n: LandmarkNME(n, scheme) for n in norms})
-            self.test_metrics = nn.ModuleDict({n: LandmarkNME(n, scheme) for n in norms})
-            self.test_mean_shape_nme = LandmarkNME(self.protocol.primary, scheme)
-            self.test_landmark_nme = PerLandmarkNME(
-                self.net.num_points, self.protocol.primary, scheme
-            )
-        if stage == "fit":
-            self.mean_shape.copy_(datamodule.train_mean_shape())
+        """When fitting, take the training mean shape (the test baseline) from the data module
+        when it offers one (``train_mean_shape()``)."""
+        mean_shape = getattr(self.trainer.datamodule, "train_mean_shape", None)
+        if stage == "fit" and mean_shape is not None:
+            self.mean_shape.copy_(mean_shape())
 
     def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(pred (B, L, 2) input pixels, scalar loss)``; a heatmap loss (``needs_heatmaps``)
@@ -228,7 +205,6 @@ class LandmarkModule(L.LightningModule):
         self.log("val/loss", loss, on_epoch=True, batch_size=len(pred))
 
     def on_validation_epoch_end(self) -> None:
-        assert self.protocol is not None
         values = {}
         for norm, metric in self.val_metrics.items():
             values[f"val/{self.protocol.metric_name(norm)}"] = metric.compute()
@@ -258,17 +234,18 @@ class LandmarkModule(L.LightningModule):
             self.test_mean_shape_nme.update(baseline, batch["landmarks"], visible)
 
     def on_test_epoch_end(self) -> None:
-        assert self.protocol is not None
+        """Log the test metrics, overall and per subset of the protocol (the data module's
+        ``test_subset_masks()``), and leave the whole result in ``test_outcome``."""
         per_image = {n: m.per_image().cpu().numpy() for n, m in self.test_metrics.items()}
         indices = self.test_indices.compute().long().cpu().numpy()
         per_landmark = {k: v.cpu().numpy() for k, v in self.test_landmark_nme.compute().items()}
         for metric in [*self.test_metrics.values(), self.test_indices, self.test_landmark_nme]:
             metric.reset()
         values = self.protocol.summarise(per_image, "test/")
-        masks = self.trainer.datamodule.test_subset_masks()
+        subset_masks = getattr(self.trainer.datamodule, "test_subset_masks", dict)()
         curves = {"all": per_image[self.protocol.primary]}
         sizes = {}
-        for name, mask in masks.items():
+        for name, mask in subset_masks.items():
             selected = mask[indices]
             if selected.any():
                 subset = {n: v[selected] for n, v in per_image.items()}
@@ -279,75 +256,16 @@ class LandmarkModule(L.LightningModule):
             values["test/nme_mean_shape"] = float(self.test_mean_shape_nme.compute())
             self.test_mean_shape_nme.reset()
         self.log_dict(values)
-        if self.trainer.is_global_zero:
-            self._save_ced(curves)
-            self._save_per_image(indices, per_image)
-            self._save_nme_per_pose(values, sizes)
-            self._save_nme_per_landmark(per_landmark["nme"], per_landmark["faces"])
-
-    def _save_ced(self, curves: dict[str, np.ndarray]) -> None:
-        """Plot the test CED curves into the run folder and send them to the loggers."""
-        assert self.protocol is not None
-        threshold = max(self.protocol.thresholds)
-        folder = Path(self.trainer.default_root_dir)
-        path = plot_ced(
-            curves, threshold, folder / "ced_test.png", f"test CED ({self.protocol.primary})"
+        self.test_outcome = TestOutcome(
+            protocol=self.protocol,
+            indices=indices,
+            per_image=per_image,
+            curves=curves,
+            sizes=sizes,
+            values=values,
+            per_landmark_nme=per_landmark["nme"],
+            per_landmark_faces=per_landmark["faces"],
         )
-        for logger in self.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_image(key="test/ced", images=[str(path)])
-                log_ced_chart(logger, curves, threshold)
-
-    def _save_nme_per_pose(self, values: dict[str, float], sizes: dict[str, int]) -> None:
-        """Write ``nme_per_pose.csv`` and ``nme_per_pose.png`` (the protocol's pose subsets)
-        to the run folder and send them to W&B as a table and an image."""
-        assert self.protocol is not None
-        columns, rows = self.protocol.pose_rows(values, sizes)
-        if not rows:
-            return
-        folder = Path(self.trainer.default_root_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        with (folder / "nme_per_pose.csv").open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(columns)
-            writer.writerows([r[:2] + [f"{v:.4f}" for v in r[2:]] for r in rows])
-        title = f"test NME per pose ({self.protocol.primary})"
-        path = plot_nme_per_pose(columns, rows, folder / "nme_per_pose.png", title)
-        for logger in self.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_table(key="test/nme_per_pose", columns=columns, data=rows)
-                logger.log_image(key="test/nme_per_pose_plot", images=[str(path)])
-
-    def _save_nme_per_landmark(self, nmes: np.ndarray, faces: np.ndarray) -> None:
-        """Write ``nme_per_landmark.csv`` and ``nme_per_landmark.png`` (the primary
-        normalisation) to the run folder and send them to W&B as a table and an image."""
-        assert self.protocol is not None
-        rows = per_landmark_rows(nmes, faces)
-        folder = Path(self.trainer.default_root_dir)
-        write_per_landmark_csv(rows, folder / "nme_per_landmark.csv")
-        title = f"test NME per landmark ({self.protocol.primary})"
-        path = plot_nme_per_landmark(rows, folder / "nme_per_landmark.png", title)
-        for logger in self.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_table(
-                    key="test/nme_per_landmark", columns=PER_LANDMARK_COLUMNS, data=rows
-                )
-                logger.log_image(key="test/nme_per_landmark_plot", images=[str(path)])
-
-    def _save_per_image(self, indices: np.ndarray, per_image: dict[str, np.ndarray]) -> Path:
-        """Write ``test_per_image.csv`` (face name and its NME per normalisation) to the run
-        folder, for CED plots and per-face analysis across runs."""
-        names = self.trainer.datamodule.crops["test"].names
-        path = Path(self.trainer.default_root_dir) / "test_per_image.csv"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        norms = list(per_image)
-        with path.open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["index", "name", *(f"nme_{n}" for n in norms)])
-            for row, index in enumerate(indices):
-                values = [f"{per_image[n][row]:.6f}" for n in norms]
-                writer.writerow([int(index), names[int(index)], *values])
-        return path
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Let a resumed run follow the schedule of its own length.

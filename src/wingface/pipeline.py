@@ -19,6 +19,7 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from wingface.callbacks.test_report import TestReport
 from wingface.config import choose_wandb_mode
 from wingface.data.preflight import check_checkpoint_matches, check_run_config
 from wingface.fault_tolerance import (
@@ -112,7 +113,8 @@ def checkpoint_folder(cfg: DictConfig) -> Path:
 
 def build_callbacks(cfg: DictConfig, with_logger: bool = True) -> list[L.Callback]:
     """Instantiate every callback under ``cfg.callbacks``, plus, always, the run's provenance
-    record (:class:`~wingface.provenance.RunRecord`), step-keyed training randomness
+    record (:class:`~wingface.provenance.RunRecord`), the test report
+    (:class:`~wingface.callbacks.test_report.TestReport`), step-keyed training randomness
     (:class:`~wingface.fault_tolerance.StepRandomness`) and the checkpoint on SIGTERM
     (:class:`~wingface.fault_tolerance.InterruptCheckpoint`).
 
@@ -129,6 +131,7 @@ def build_callbacks(cfg: DictConfig, with_logger: bool = True) -> list[L.Callbac
             model_option,
         )
     )
+    callbacks.append(TestReport())
     callbacks.append(StepRandomness(cfg.seed))
     callbacks.append(InterruptCheckpoint(checkpoint_folder(cfg)))
     if not with_logger:
@@ -138,8 +141,9 @@ def build_callbacks(cfg: DictConfig, with_logger: bool = True) -> list[L.Callbac
 
 def build_module(cfg: DictConfig) -> LandmarkModule:
     """The LightningModule of ``cfg``: ``model``, ``loss`` and ``optim`` groups (the learning
-    rate scaled to ``data.batch_size`` by ``optim.lr_scaling``), and the ``channels_last`` /
-    ``compile`` switches (for run configs that predate them: channels-last on, compile off)."""
+    rate scaled to ``data.batch_size`` by ``optim.lr_scaling``), the evaluation protocol and
+    landmark scheme of ``data``, and the ``channels_last`` / ``compile`` switches (for run
+    configs that predate them: channels-last on, compile off)."""
     return LandmarkModule(
         net=instantiate(cfg.model),
         loss=instantiate(cfg.loss),
@@ -153,6 +157,8 @@ def build_module(cfg: DictConfig) -> LandmarkModule:
         channels_last=bool(cfg.get("channels_last", True)),
         compile=bool(cfg.get("compile", False)),
         skip_nonfinite_loss=bool(cfg.get("skip_nonfinite_loss", False)),
+        protocol=instantiate(cfg.data.protocol) if "protocol" in cfg.data else None,
+        scheme=str(cfg.data.get("scheme", "300w")),
     )
 
 
@@ -329,7 +335,7 @@ def evaluate(run_cfg: DictConfig, ckpt_path: str) -> dict[str, float]:
     datamodule, module, loggers = prepare_run(run_cfg, ckpt_path)
     try:
         trainer: L.Trainer = instantiate(
-            run_cfg.trainer, logger=loggers or False, callbacks=[], fast_dev_run=False
+            run_cfg.trainer, logger=loggers or False, callbacks=[TestReport()], fast_dev_run=False
         )
         trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}

@@ -224,6 +224,10 @@ class FaceDataModule(L.LightningDataModule):
         crops = self._crops("test")
         return self.protocol.subset_masks(crops.attributes, len(crops))
 
+    def test_names(self) -> list[str]:
+        """The name (file) of each test face, by test face index."""
+        return list(self._crops("test").names)
+
     def train_mean_shape(self) -> torch.Tensor:
         """``(L, 2)`` mean training shape in input pixels (un-augmented centre crops)."""
         return torch.from_numpy(self._crops("train").input_landmarks().mean(axis=0))
