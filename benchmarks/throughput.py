@@ -54,6 +54,7 @@ from omegaconf import DictConfig, open_dict
 from wingface.config import CONFIG_DIR, PROJECT_ROOT, register_resolvers
 from wingface.data.datamodule import FaceDataModule
 from wingface.module import LandmarkModule
+from wingface.pipeline import build_module
 
 MODELS = {"cnn6": 64, "cnn7": 128, "resnet50": 256}
 """Model config name -> its input size in pixels."""
@@ -135,17 +136,14 @@ def compose_run(overrides: list[str], cache_dir: str) -> DictConfig:
     return cfg
 
 
-def build_module(cfg: DictConfig, setting: Setting, device: torch.device) -> LandmarkModule:
+def module_for(cfg: DictConfig, setting: Setting, device: torch.device) -> LandmarkModule:
+    """The run's LightningModule (:func:`wingface.pipeline.build_module`) with the setting's
+    memory format and compilation, on ``device``."""
     torch.manual_seed(0)
-    module = LandmarkModule(
-        net=instantiate(cfg.model),
-        loss=instantiate(cfg.loss),
-        optimizer=instantiate(cfg.optim.optimizer),
-        scheduler=None,
-        channels_last=setting.channels_last,
-        compile=setting.compile,
-    )
-    return module.to(device)
+    with open_dict(cfg):
+        cfg.channels_last = setting.channels_last
+        cfg.compile = setting.compile
+    return build_module(cfg).to(device)
 
 
 class Stepper:
@@ -162,7 +160,7 @@ class Stepper:
     def __call__(self, batch: dict[str, torch.Tensor]) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         with self.setting.autocast(self.device):
-            _, loss = self.module._step(batch)
+            _, loss = self.module.prediction_and_loss(batch)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -356,7 +354,7 @@ def measure_model(
     fixed = synthetic_batch(batch, size, device, generator)
     for setting in settings:
         row = Row(model, setting.name, batch)
-        module = build_module(cfg, setting, device)
+        module = module_for(cfg, setting, device)
         stepper = Stepper(module, setting, device)
         warmup = args.warmup + (3 if setting.compile else 0)
         seconds, steps = timed(

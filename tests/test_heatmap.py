@@ -359,7 +359,7 @@ def test_step_trains_the_heatmaps_and_reports_decoded_coordinates() -> None:
         "landmarks": torch.rand(2, 5, 2) * 63,
         "visibility": torch.ones(2, 5),
     }
-    pred, value = module._step(batch)
+    pred, value = module.prediction_and_loss(batch)
     assert pred.shape == (2, 5, 2)
     heat = net.heatmaps(module._normalise(batch["image"]))
     assert torch.allclose(pred, net.decode(heat))

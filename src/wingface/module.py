@@ -143,7 +143,9 @@ class LandmarkModule(L.LightningModule):
         if stage == "fit" and mean_shape is not None:
             self.mean_shape.copy_(mean_shape())
 
-    def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def prediction_and_loss(
+        self, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(pred (B, L, 2) input pixels, scalar loss)``; a heatmap loss (``needs_heatmaps``)
         gets the net's ``(B, L, h, w)`` heatmaps instead of the decoded coordinates."""
         if not getattr(self.loss, "needs_heatmaps", False):
@@ -162,7 +164,7 @@ class LandmarkModule(L.LightningModule):
         """The batch's loss; a non-finite loss stops training with the batch identified, or,
         with ``skip_nonfinite_loss``, skips the batch (no update) and counts it in
         ``train/skipped_batches``."""
-        _, loss = self._step(batch)
+        _, loss = self.prediction_and_loss(batch)
         if not torch.isfinite(loss):
             message = (
                 f"non-finite training loss {loss.item()} at epoch {self.current_epoch}, "
@@ -198,7 +200,7 @@ class LandmarkModule(L.LightningModule):
             self.log("train/epoch_samples", float(epoch_size), on_step=False, on_epoch=True)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        pred, loss = self._step(batch)
+        pred, loss = self.prediction_and_loss(batch)
         visible = batch["visibility"] > 0
         for metric in self.val_metrics.values():
             metric.update(pred.float(), batch["landmarks"], visible)
