@@ -16,24 +16,19 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch.utils.flop_counter import FlopCounterMode
 
-from wingface.config import register_resolvers
+from wingface.config import compose_config, register_resolvers
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 DEFAULT_MODELS = ("cnn6", "cnn7", "cascade", "timm", "resnet50", "heatmap")
 
 
 def build(name: str) -> torch.nn.Module:
     """The network of ``model=<name>`` for the default data (68 points)."""
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=[f"model={name}"])
-    return instantiate(cfg.model)
+    return instantiate(compose_config([f"model={name}"]).model)
 
 
 def multiply_adds(net: torch.nn.Module, size: int) -> float:

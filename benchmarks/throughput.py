@@ -47,11 +47,10 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
-from wingface.config import CONFIG_DIR, PROJECT_ROOT, register_resolvers
+from wingface.config import PROJECT_ROOT, compose_config, register_resolvers
 from wingface.data.datamodule import FaceDataModule
 from wingface.module import LandmarkModule
 from wingface.pipeline import build_module
@@ -128,8 +127,7 @@ def timed(
 
 def compose_run(overrides: list[str], cache_dir: str) -> DictConfig:
     """The training config with ``overrides`` (synthetic faces cached in ``cache_dir``)."""
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+    cfg = compose_config(overrides)
     with open_dict(cfg):
         cfg.paths.cache_dir = cache_dir
         cfg.paths.output_dir = str(Path(cache_dir) / "throughput_run")

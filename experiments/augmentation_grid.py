@@ -19,10 +19,9 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import cv2
 import numpy as np
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from wingface.config import CONFIG_DIR, register_resolvers
+from wingface.config import compose_config, register_resolvers
 
 
 def draw(image: np.ndarray, points: np.ndarray, upscale: int = 3) -> np.ndarray:
@@ -45,8 +44,7 @@ def main() -> None:
     args = parser.parse_args()
 
     register_resolvers()
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
-        cfg = compose("train", overrides=[*args.overrides, "paths.output_dir=."])
+    cfg = compose_config([*args.overrides, "paths.output_dir=."])
     datamodule = instantiate(cfg.data)
     augmented = datamodule.dataset("train")
     augmented.augment.reseed(0)

@@ -12,12 +12,11 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ["WANDB_MODE"] = "offline"
 os.environ.setdefault("WANDB_SILENT", "true")
 
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from wingface.config import CONFIG_DIR, PROJECT_ROOT, register_resolvers
+from wingface.config import PROJECT_ROOT, compose_config, register_resolvers
 
 register_resolvers()
 
@@ -49,9 +48,7 @@ def compose_train(tmp_path: Path, cache_dir: Path) -> Iterator[Callable[..., Dic
     """Compose ``conf/train.yaml`` with overrides, outputs in ``tmp_path``, as a run would."""
 
     def _compose(*overrides: str, config_name: str = "train") -> DictConfig:
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
-            cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
+        cfg = compose_config(overrides, config_name, with_hydra=True)
         with open_dict(cfg):
             cfg.paths.log_dir = str(tmp_path / "logs")
             cfg.paths.cache_dir = str(cache_dir)

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import ValidationError
 
 from entry_points import run_script
-from wingface.config import CONFIG_DIR
+from wingface.config import CONFIG_DIR, compose_config
 from wingface.launch import ddp_rank_command, hydra_quote, slurm_batch_script
 
 # Each job: one epoch on the small synthetic splits, no experiment logger, no test phase.
@@ -59,12 +59,7 @@ def log_times(log_file: Path) -> tuple[datetime, datetime]:
 
 def compose_launcher(*overrides: str) -> DictConfig:
     """``conf/train.yaml`` composed with ``overrides``, Hydra config included."""
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
-            return compose("train", overrides=list(overrides), return_hydra_config=True)
-    finally:
-        GlobalHydra.instance().clear()
+    return compose_config(overrides, with_hydra=True)
 
 
 def launcher_params(cfg: DictConfig) -> dict:

@@ -19,12 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf, open_dict
 
 from entry_points import run_script
-from wingface.config import CONFIG_DIR, PROJECT_ROOT
+from wingface.config import PROJECT_ROOT, compose_config
 from wingface.report import (
     build_report,
     load_jobs,
@@ -62,10 +60,7 @@ def write_job(
     Returns:
         The job folder ``<sweep>/<num>_<override_dirname>``.
     """
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
-        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
-    GlobalHydra.instance().clear()
+    cfg = compose_config(overrides, with_hydra=True)
     job = sweep / f"{num}_{cfg.hydra.job.override_dirname}"
     hydra_cfg = cfg.hydra
     with open_dict(cfg):

@@ -77,6 +77,25 @@ def choose_wandb_mode() -> str:
     return mode
 
 
+def compose_config(
+    overrides: list[str] | tuple[str, ...] = (),
+    config_name: str = "train",
+    with_hydra: bool = False,
+) -> DictConfig:
+    """``conf/<config_name>.yaml`` composed with ``overrides`` outside a Hydra app (tests,
+    benchmarks, experiment scripts), as the entry point would compose it; with ``with_hydra``
+    the ``hydra`` node is kept (``return_hydra_config``)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+            return compose(config_name, overrides=list(overrides), return_hydra_config=with_hydra)
+    finally:
+        GlobalHydra.instance().clear()
+
+
 EVAL_OWN_KEYS = ("ckpt_path", "task_name", "paths", "hydra")
 """Keys of ``conf/eval.yaml`` itself; every other override of ``src/eval.py`` changes the run's
 config."""
