@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import cv2
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
+from wingface.config import CONFIG_DIR
 from wingface.data.transforms import (
+    AugmentOptions,
     TrainAugmentation,
     centre_crop_offset,
     crop_matrix,
@@ -119,12 +124,16 @@ def test_augmentation_keeps_points_outside_the_crop() -> None:
     points[0] = [2.0, 3.0]  # outside the central 64 px window of the 80 px context crop
     image = np.zeros((80, 80, 3), dtype=np.uint8)
     visibility = np.ones(68, bool)
-    identity = TrainAugmentation(64, 80, IBUG68.flip_array(), 0, 0, 0, flip_prob=0.0)
+    identity = TrainAugmentation(
+        64, 80, IBUG68.flip_array(), rotate=0, scale=0, shift=0, flip_prob=0.0
+    )
     _, out_points, out_visibility = identity(image, points, visibility)
     np.testing.assert_allclose(out_points[0], [-6.0, -5.0], atol=1e-4)
     np.testing.assert_allclose(out_points[1:], 32.0, atol=1e-4)
     assert out_visibility.shape == (68,)
-    mirror = TrainAugmentation(64, 80, IBUG68.flip_array(), 0, 0, 0, flip_prob=1.0)
+    mirror = TrainAugmentation(
+        64, 80, IBUG68.flip_array(), rotate=0, scale=0, shift=0, flip_prob=1.0
+    )
     _, flipped_points, _ = mirror(image, points, visibility)
     # point 0 (jaw, image left) becomes point 16 at x = 79 - 2 - 8 after the flip and crop
     np.testing.assert_allclose(flipped_points[16], [69.0, -5.0], atol=1e-4)
@@ -157,14 +166,16 @@ def test_occlusion_covers_pixels_but_keeps_landmarks() -> None:
     rng = np.random.default_rng(5)
     image = np.full((80, 80, 3), 128, dtype=np.uint8)
     points = rng.uniform(20, 60, size=(68, 2)).astype(np.float32)
+    still = dict.fromkeys(["rotate", "scale", "shift", "flip_prob", "brightness", "contrast"], 0)
     occlude = TrainAugmentation(
-        64, 80, IBUG68.flip_array(), 0, 0, 0, 0.0, 0, 0, 0, 0, blur_prob=0, occlusion_prob=1.0
+        64, 80, IBUG68.flip_array(), **still, saturation=0, hue=0, blur_prob=0, occlusion_prob=1.0
     )
     occlude.reseed(1)
     out_image, out_points, _ = occlude(image, points, np.ones(68, bool))
     np.testing.assert_allclose(out_points, points - 8, atol=1e-4)
     changed = (out_image != image[8:72, 8:72]).any(axis=2).mean()
-    assert 0.15**2 <= changed <= 0.4**2 + 0.01
+    low, high = AugmentOptions.OCCLUDER_SIDE
+    assert low**2 <= changed <= high**2 + 0.01
 
 
 def test_crop_round_trip_returns_every_point_to_its_pixel() -> None:
@@ -179,3 +190,15 @@ def test_crop_round_trip_returns_every_point_to_its_pixel() -> None:
     np.testing.assert_allclose(transform_points(crop_point, inverse)[0], point, atol=1e-5)
     back = cv2.warpAffine(crop, inverse, (120, 120), flags=cv2.INTER_LINEAR)
     np.testing.assert_allclose(blob_centre(back), point, atol=0.15)
+
+
+def test_augment_options_defaults_are_the_configs_and_unknown_keys_are_named() -> None:
+    """``AugmentOptions``' defaults are the values of both augmentation configs (one source
+    for both paths), and an unknown ``augment.*`` key names itself."""
+    defaults = {f.name: f.default for f in fields(AugmentOptions)}
+    for option in ("default", "gpu"):
+        cfg = OmegaConf.load(CONFIG_DIR / "augment" / f"{option}.yaml")
+        values = {k: v for k, v in cfg.items() if k in defaults}
+        assert values == defaults, option
+    with pytest.raises(ValueError, match=r"augment\.rotation is not an augmentation option"):
+        TrainAugmentation(64, 80, IBUG68.flip_array(), rotation=10)

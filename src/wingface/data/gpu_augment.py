@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wingface.data.transforms import centre_crop_offset, check_augment_options
+from wingface.data.transforms import AugmentOptions, centre_crop_offset
 
 _MASK32 = 0xFFFFFFFF
 
@@ -275,18 +275,11 @@ class BatchAugmentation:
         input_size: network input side ``S`` in pixels.
         context_size: side ``C`` of the context crops it receives.
         flip_permutation: ``(L,)`` landmark re-indexing for horizontal flips.
-        rotate: maximum in-plane rotation in degrees (uniform in ``[-rotate, rotate]``).
-        scale: maximum relative scale change, drawn independently per axis in
-            ``[1 - scale, 1 + scale]``.
-        shift: maximum shift as a fraction of the input size, per axis (whole pixels, truncated
-            towards zero, as albumentations' ``translate_percent``).
-        flip_prob: probability of a horizontal flip.
-        brightness, contrast, saturation: colour jitter strengths; factors uniform in
-            ``[max(0, 1 - v), 1 + v]`` (0 disables).
-        hue: hue jitter in ``[0, 0.5]`` (shift uniform in ``[-hue, hue]`` of the circle).
-        blur_prob: probability of a Gaussian blur (3 or 5 taps, sigma uniform in 0.5–3 px).
-        occlusion_prob: probability of one random rectangular occluder (15–40% of the input
-            side per axis, a uniform random colour).
+        options: the ``augment.*`` options, see :class:`~wingface.data.transforms.AugmentOptions`
+            (here the x and y scales are drawn independently; shifts are whole pixels, truncated
+            towards zero, as albumentations' ``translate_percent``; colour factors are uniform
+            in ``[max(0, 1 - v), 1 + v]``; a blur has 3 or 5 taps with sigma uniform in 0.5–3
+            px; an occluder has a uniform random colour).
         compile: run the pixel work (warp, colour, blur, occlusion) through ``torch.compile``,
             which fuses its many element-wise passes into a few kernels (``augment.compile``;
             a one-off compilation, worth it on a GPU for small fast networks).
@@ -297,43 +290,23 @@ class BatchAugmentation:
         input_size: int,
         context_size: int,
         flip_permutation: np.ndarray,
-        rotate: float = 30.0,
-        scale: float = 0.1,
-        shift: float = 0.05,
-        flip_prob: float = 0.5,
-        brightness: float = 0.3,
-        contrast: float = 0.3,
-        saturation: float = 0.3,
-        hue: float = 0.05,
-        blur_prob: float = 0.1,
-        occlusion_prob: float = 0.2,
         compile: bool = False,
+        **options: float,
     ) -> None:
         if not isinstance(compile, bool):
             raise ValueError(f"augment.compile must be true or false, got {compile!r}")
-        check_augment_options(
-            rotate=rotate,
-            scale=scale,
-            shift=shift,
-            flip_prob=flip_prob,
-            brightness=brightness,
-            contrast=contrast,
-            saturation=saturation,
-            hue=hue,
-            blur_prob=blur_prob,
-            occlusion_prob=occlusion_prob,
-        )
+        self.options = o = AugmentOptions.of(options)
         centre_crop_offset(context_size, input_size)  # validates the sizes
         self.input_size = input_size
         self.context_size = context_size
         self.flip_permutation = torch.as_tensor(np.asarray(flip_permutation), dtype=torch.int64)
-        self.rotate = float(rotate)
-        self.scale = float(scale)
-        self.shift = float(shift)
-        self.flip_prob = float(flip_prob)
-        self.jitter = (float(brightness), float(contrast), float(saturation), float(hue))
-        self.blur_prob = float(blur_prob)
-        self.occlusion_prob = float(occlusion_prob)
+        self.rotate = float(o.rotate)
+        self.scale = float(o.scale)
+        self.shift = float(o.shift)
+        self.flip_prob = float(o.flip_prob)
+        self.jitter = (float(o.brightness), float(o.contrast), float(o.saturation), float(o.hue))
+        self.blur_prob = float(o.blur_prob)
+        self.occlusion_prob = float(o.occlusion_prob)
         self.compiled = compile
         self._pixels = torch.compile(self._pixel_ops, dynamic=True) if compile else self._pixel_ops
 
@@ -384,8 +357,9 @@ class BatchAugmentation:
         kernel = torch.where(three_taps[:, None] & (taps.abs() > 1)[None, :], 0.0, kernel)
         kernel = kernel / kernel.sum(1, keepdim=True)
         occlude = col("occlude") < self.occlusion_prob
-        height = torch.floor(size * (0.15 + 0.25 * col("hole_height"))).long()
-        width = torch.floor(size * (0.15 + 0.25 * col("hole_width"))).long()
+        low, high = AugmentOptions.OCCLUDER_SIDE
+        height = torch.floor(size * (low + (high - low) * col("hole_height"))).long()
+        width = torch.floor(size * (low + (high - low) * col("hole_width"))).long()
         y0 = torch.floor(col("hole_y") * (size - height + 1).float()).long()
         x0 = torch.floor(col("hole_x") * (size - width + 1).float()).long()
         hole = torch.stack([x0, y0, x0 + width, y0 + height], 1)

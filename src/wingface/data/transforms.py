@@ -15,6 +15,9 @@ The same augmentation for whole batches on the batch's device is
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+from typing import ClassVar
+
 import cv2
 import numpy as np
 
@@ -95,44 +98,66 @@ def centre_crop_offset(context_size: int, input_size: int) -> int:
     return (context_size - input_size) // 2
 
 
-def check_augment_options(
-    rotate: float,
-    scale: float,
-    shift: float,
-    flip_prob: float,
-    brightness: float,
-    contrast: float,
-    saturation: float,
-    hue: float,
-    blur_prob: float,
-    occlusion_prob: float,
-) -> None:
-    """Check the ``augment.*`` options shared by both augmentation paths.
+@dataclass(frozen=True)
+class AugmentOptions:
+    """The ``augment.*`` options of both augmentation paths (:class:`TrainAugmentation` in the
+    loader workers, :class:`~wingface.data.gpu_augment.BatchAugmentation` on the batch's
+    device), with the defaults of ``conf/augment/default.yaml`` and ``gpu.yaml``.
+
+    Attributes:
+        rotate: maximum in-plane rotation in degrees (uniform in ``[-rotate, rotate]``).
+        scale: maximum relative scale change (uniform in ``[1 - scale, 1 + scale]``), < 1.
+        shift: maximum shift as a fraction of the input size, per axis.
+        flip_prob: probability of a horizontal flip (landmarks re-indexed).
+        brightness, contrast, saturation: colour jitter strengths (0 disables).
+        hue: hue jitter in ``[0, 0.5]``.
+        blur_prob: probability of a Gaussian blur (kernel of :attr:`BLUR_KERNEL` pixels).
+        occlusion_prob: probability of one random rectangular occluder (sides
+            :attr:`OCCLUDER_SIDE` of the input side, per axis).
 
     Raises:
         ValueError: naming the ``augment.<key>``, its value and the allowed range.
     """
-    for key, value in {
-        "rotate": rotate,
-        "scale": scale,
-        "shift": shift,
-        "brightness": brightness,
-        "contrast": contrast,
-        "saturation": saturation,
-    }.items():
-        if not value >= 0:
-            raise ValueError(f"augment.{key} must be >= 0, got {value}")
-    for key, value in {
-        "flip_prob": flip_prob,
-        "blur_prob": blur_prob,
-        "occlusion_prob": occlusion_prob,
-    }.items():
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"augment.{key} must be in [0, 1], got {value}")
-    if scale >= 1.0:
-        raise ValueError(f"augment.scale must be < 1, got {scale}")
-    if not 0.0 <= hue <= 0.5:
-        raise ValueError(f"augment.hue must be in [0, 0.5], got {hue}")
+
+    BLUR_KERNEL: ClassVar[tuple[int, int]] = (3, 5)
+    """Smallest and largest Gaussian blur kernel, pixels (odd sizes)."""
+    OCCLUDER_SIDE: ClassVar[tuple[float, float]] = (0.15, 0.4)
+    """Range of an occluder's side as a fraction of the input side."""
+
+    rotate: float = 30.0
+    scale: float = 0.1
+    shift: float = 0.05
+    flip_prob: float = 0.5
+    brightness: float = 0.3
+    contrast: float = 0.3
+    saturation: float = 0.3
+    hue: float = 0.05
+    blur_prob: float = 0.1
+    occlusion_prob: float = 0.2
+
+    def __post_init__(self) -> None:
+        for key in ("rotate", "scale", "shift", "brightness", "contrast", "saturation"):
+            value = getattr(self, key)
+            if not value >= 0:
+                raise ValueError(f"augment.{key} must be >= 0, got {value}")
+        for key in ("flip_prob", "blur_prob", "occlusion_prob"):
+            value = getattr(self, key)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"augment.{key} must be in [0, 1], got {value}")
+        if self.scale >= 1.0:
+            raise ValueError(f"augment.scale must be < 1, got {self.scale}")
+        if not 0.0 <= self.hue <= 0.5:
+            raise ValueError(f"augment.hue must be in [0, 0.5], got {self.hue}")
+
+    @classmethod
+    def of(cls, options: dict[str, float]) -> AugmentOptions:
+        """The options from ``augment.*`` keyword arguments; an unknown key is an error that
+        names it and the known ones."""
+        unknown = sorted(set(options) - {f.name for f in fields(cls)})
+        if unknown:
+            known = ", ".join(f.name for f in fields(cls))
+            raise ValueError(f"augment.{unknown[0]} is not an augmentation option ({known})")
+        return cls(**options)
 
 
 class TrainAugmentation:
@@ -142,59 +167,28 @@ class TrainAugmentation:
         input_size: network input side in pixels.
         context_size: side of the context crops it receives.
         flip_permutation: ``(L,)`` landmark re-indexing for horizontal flips.
-        rotate: maximum in-plane rotation in degrees (uniform in ``[-rotate, rotate]``).
-        scale: maximum relative scale change (uniform in ``[1 - scale, 1 + scale]``).
-        shift: maximum box shift as a fraction of the input size, per axis.
-        flip_prob: probability of a horizontal flip.
-        brightness, contrast, saturation: colour jitter strengths (0 disables).
-        hue: hue jitter in ``[0, 0.5]``.
-        blur_prob: probability of a Gaussian blur (kernel 3–5 px).
-        occlusion_prob: probability of a random rectangular occluder (15–40% of the input side).
+        options: the ``augment.*`` options, see :class:`AugmentOptions`.
     """
 
     def __init__(
-        self,
-        input_size: int,
-        context_size: int,
-        flip_permutation: np.ndarray,
-        rotate: float = 30.0,
-        scale: float = 0.1,
-        shift: float = 0.05,
-        flip_prob: float = 0.5,
-        brightness: float = 0.3,
-        contrast: float = 0.3,
-        saturation: float = 0.3,
-        hue: float = 0.05,
-        blur_prob: float = 0.1,
-        occlusion_prob: float = 0.2,
+        self, input_size: int, context_size: int, flip_permutation: np.ndarray, **options: float
     ) -> None:
         # albumentations is imported here, not with the module: the batched path
         # (augment=gpu) and evaluation work without it.
         import albumentations as A
 
-        check_augment_options(
-            rotate=rotate,
-            scale=scale,
-            shift=shift,
-            flip_prob=flip_prob,
-            brightness=brightness,
-            contrast=contrast,
-            saturation=saturation,
-            hue=hue,
-            blur_prob=blur_prob,
-            occlusion_prob=occlusion_prob,
-        )
+        self.options = o = AugmentOptions.of(options)
         centre_crop_offset(context_size, input_size)  # validates the sizes
         self.flip_permutation = np.asarray(flip_permutation, dtype=np.int64)
-        self.flip_prob = flip_prob
+        self.flip_prob = o.flip_prob
         self._rng = np.random.default_rng()
-        shift_fraction = shift * input_size / context_size
+        shift_fraction = o.shift * input_size / context_size
         self.compose = A.Compose(
             [
                 A.Affine(
-                    scale=(1.0 - scale, 1.0 + scale),
+                    scale=(1.0 - o.scale, 1.0 + o.scale),
                     translate_percent=(-shift_fraction, shift_fraction),
-                    rotate=(-rotate, rotate),
+                    rotate=(-o.rotate, o.rotate),
                     interpolation=cv2.INTER_LINEAR,
                     border_mode=cv2.BORDER_CONSTANT,
                     fill=0,
@@ -202,21 +196,21 @@ class TrainAugmentation:
                 ),
                 A.CenterCrop(input_size, input_size),
                 A.ColorJitter(
-                    brightness=brightness,
-                    contrast=contrast,
-                    saturation=saturation,
-                    hue=hue,
-                    p=1.0 if max(brightness, contrast, saturation, hue) > 0 else 0.0,
+                    brightness=o.brightness,
+                    contrast=o.contrast,
+                    saturation=o.saturation,
+                    hue=o.hue,
+                    p=1.0 if max(o.brightness, o.contrast, o.saturation, o.hue) > 0 else 0.0,
                 ),
-                A.GaussianBlur(blur_limit=(3, 5), p=blur_prob),
+                A.GaussianBlur(blur_limit=o.BLUR_KERNEL, p=o.blur_prob),
                 # A random grey-to-colour block over part of the face; landmarks keep their
                 # positions (the network must infer occluded points, as on COFW).
                 A.CoarseDropout(
                     num_holes_range=(1, 1),
-                    hole_height_range=(0.15, 0.4),
-                    hole_width_range=(0.15, 0.4),
+                    hole_height_range=o.OCCLUDER_SIDE,
+                    hole_width_range=o.OCCLUDER_SIDE,
                     fill="random_uniform",
-                    p=occlusion_prob,
+                    p=o.occlusion_prob,
                 ),
             ],
             keypoint_params=A.KeypointParams(format="xy", remove_invisible=False),
