@@ -6,10 +6,10 @@ Usage:
 For every face of the folders (default: the 300-W training folders afw, helen/trainset,
 lfpw/trainset) the detection overlapping its tight 68-landmark box most (IoU >= 0.3) is
 matched. Printed: the medians of the landmark box's longer side and centre offset, in units of
-the detection's side (the constants of ``wingface.detect.DLIB_TO_300W_BOX``). With ``--ckpt``,
-also the model's mean NME (%) when cropping around the ground-truth landmark box, the raw
-detector box, the calibrated detector box, and the calibrated box refined twice around the
-predicted landmarks as ``LandmarkPredictor`` does (``--csv`` writes them per face).
+the detection's side (the constants of ``wingface.inference.detector.DLIB_TO_300W_BOX``).
+With ``--ckpt``, also the model's mean NME (%) when cropping around the ground-truth landmark
+box, the raw detector box, the calibrated detector box, and the calibrated box refined twice
+around the predicted landmarks as ``LandmarkPredictor`` does (``--csv`` writes them per face).
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import numpy as np
 import torch
 
-from wingface.data.formats.pts import load_300w
-from wingface.detect import DlibFaceDetector, box_iou
-from wingface.inference import LandmarkPredictor
+from wingface.data.formats.face300w import load_300w
+from wingface.inference.detector import DlibFaceDetector, box_iou
+from wingface.inference.predictor import LandmarkPredictor
 from wingface.metrics import normalising_distance, per_image_nme
 
 TRAIN_FOLDERS = ["afw", "helen/trainset", "lfpw/trainset"]

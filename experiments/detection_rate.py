@@ -25,10 +25,10 @@ import numpy as np
 
 from wingface.config import PROJECT_ROOT
 from wingface.data.faces import FaceSet
-from wingface.data.formats.pts import load_300w
+from wingface.data.formats.face300w import load_300w
 from wingface.data.sources import YAW_BINS
 from wingface.data.synthetic import load_or_generate_synthetic
-from wingface.detect import DlibFaceDetector, box_iou
+from wingface.inference.detector import DlibFaceDetector, box_iou
 
 MATCH_IOU = 0.3
 

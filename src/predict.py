@@ -1,6 +1,6 @@
 """Landmarks for your images: ``python src/predict.py ckpt_path=<file>.ckpt input=<image|folder>``.
 
-See ``conf/predict.yaml`` for the options and ``wingface.prediction_io`` for the files written.
+See ``conf/predict.yaml`` for the options and ``wingface.inference.files`` for the files written.
 """
 
 from __future__ import annotations
@@ -15,10 +15,9 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from wingface.config import CONFIG_DIR, load_dotenv_file, register_resolvers
-from wingface.data.formats.pts import read_image_rgb
-from wingface.detect import BoxCalibration, DlibFaceDetector
-from wingface.inference import LandmarkPredictor
-from wingface.prediction_io import (
+from wingface.data.files import read_image_rgb
+from wingface.inference.detector import BoxCalibration, DlibFaceDetector
+from wingface.inference.files import (
     draw_overlay,
     face_record,
     list_images,
@@ -27,6 +26,7 @@ from wingface.prediction_io import (
     write_image,
     write_json,
 )
+from wingface.inference.predictor import LandmarkPredictor
 
 register_resolvers()
 load_dotenv_file()

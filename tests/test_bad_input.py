@@ -27,11 +27,11 @@ from wingface.data.checks import (
 from wingface.data.faces import FaceSet
 from wingface.data.formats.aflw import load_aflw_csv, read_aflw_csv
 from wingface.data.formats.cofw import load_cofw
-from wingface.data.formats.pts import load_300w, write_pts
+from wingface.data.formats.face300w import load_300w, write_pts
 from wingface.data.formats.wflw import load_wflw
+from wingface.inference.files import read_boxes_file
 from wingface.metrics import normalising_distance, normalising_distances
 from wingface.pipeline import prepare_run
-from wingface.prediction_io import read_boxes_file
 from wingface.provenance import RunRecord
 
 W, H = 80, 90  # image size of the generated 300-W faces (pixels)

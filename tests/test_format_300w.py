@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared_data import REAL_300W, needs_real_300w
-from wingface.data.formats.pts import load_300w, read_image_rgb, read_pts, write_pts
+from wingface.data.files import read_image_rgb
+from wingface.data.formats.face300w import load_300w, read_pts, write_pts
 from wingface.landmarks import IBUG68
 
 FUZZ = settings(

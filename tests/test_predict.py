@@ -17,10 +17,11 @@ from entry_points import call_script, run_script
 from shared_data import REAL_300W, needs_real_300w
 from wingface.data.dataset import ContextCrops, FaceCropDataset
 from wingface.data.faces import FaceSet
-from wingface.data.formats.pts import read_image_rgb, read_pts
+from wingface.data.files import read_image_rgb
+from wingface.data.formats.face300w import read_pts
 from wingface.data.synthetic import generate_synthetic_faces
 from wingface.data.transforms import crop_matrix, transform_points
-from wingface.detect import (
+from wingface.inference.detector import (
     DLIB_TO_300W_BOX,
     DLIB_WINDOW,
     MAX_UPSAMPLE,
@@ -28,8 +29,8 @@ from wingface.detect import (
     DlibFaceDetector,
     drop_overlapping,
 )
-from wingface.inference import LandmarkPredictor, crop_points_to_image
-from wingface.prediction_io import read_boxes_file
+from wingface.inference.files import read_boxes_file
+from wingface.inference.predictor import LandmarkPredictor, crop_points_to_image
 
 INPUT_SIZE = 64
 CROP_SCALE = 1.28

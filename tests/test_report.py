@@ -22,6 +22,7 @@ import pytest
 from omegaconf import OmegaConf, open_dict
 
 from entry_points import run_script
+from wingface.callbacks.sweep_summary import SweepSummary
 from wingface.config import PROJECT_ROOT, compose_config
 from wingface.report import (
     build_report,
@@ -31,7 +32,6 @@ from wingface.report import (
     worst_faces,
     write_report,
 )
-from wingface.sweep_summary import SweepSummary
 
 POSE_HEADER = ["pose", "faces", "nme %", "nme_inter_pupil %", "nme_box %", "fr_0.08 %", "fr_0.10 %"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

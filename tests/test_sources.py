@@ -12,7 +12,7 @@ import torch
 
 from shared_data import REAL_300W, needs_real_300w
 from wingface.data.datamodule import FaceDataModule
-from wingface.data.formats.pts import load_300w, write_pts
+from wingface.data.formats.face300w import load_300w, write_pts
 from wingface.data.sources import TrainTestSource, split_off_validation
 from wingface.evaluation import EvaluationProtocol
 from wingface.metrics import normalising_distance, per_image_nme

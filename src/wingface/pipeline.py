@@ -21,7 +21,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from wingface.callbacks.test_report import TestReport
 from wingface.config import choose_wandb_mode
-from wingface.data.preflight import check_checkpoint_matches, check_run_config
 from wingface.fault_tolerance import (
     AtomicCheckpointIO,
     InterruptCheckpoint,
@@ -31,6 +30,7 @@ from wingface.fault_tolerance import (
 )
 from wingface.module import LandmarkModule
 from wingface.optim import scale_optimizer_lr
+from wingface.preflight import check_checkpoint_matches, check_run_config
 from wingface.provenance import RunRecord
 from wingface.run_folder import (
     CHECKPOINT_FOLDER,
@@ -215,7 +215,7 @@ def resolved_checkpoint(cfg: DictConfig) -> Path | None:
 def prepare_run(
     cfg: DictConfig, ckpt_path: str | Path | None = None
 ) -> tuple[L.LightningDataModule, LandmarkModule, list[Logger]]:
-    """Check the config (:func:`~wingface.data.preflight.check_run_config`), seed everything,
+    """Check the config (:func:`~wingface.preflight.check_run_config`), seed everything,
     build the LightningModule, check that ``ckpt_path`` (if any) holds its weights, then build
     the data module and the loggers; no data is read yet."""
     check_run_config(cfg)

@@ -27,7 +27,7 @@ import numpy as np
 
 from wingface.data.checks import BadSamples, check_landmarks_in_image
 from wingface.data.faces import FaceSet
-from wingface.data.formats.pts import read_image_rgb, read_text_lines
+from wingface.data.files import read_image_rgb, read_text_lines
 from wingface.landmarks import AFLW19
 
 AFLW19_NAMES: tuple[str, ...] = (

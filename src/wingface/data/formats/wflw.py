@@ -39,7 +39,7 @@ import numpy as np
 
 from wingface.data.checks import BadSamples, check_landmarks_in_image
 from wingface.data.faces import FaceSet
-from wingface.data.formats.pts import read_image_rgb
+from wingface.data.files import read_image_rgb
 from wingface.landmarks import IBUG68, WFLW98, LandmarkScheme
 
 WFLW_ATTRIBUTES: tuple[str, ...] = (

@@ -17,10 +17,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from wingface.data.formats.pts import IMAGE_SUFFIXES
+from wingface.callbacks.validation_panel import GROUND_TRUTH_RGB, PREDICTION_RGB
+from wingface.data.files import IMAGE_SUFFIXES
 from wingface.fault_tolerance import write_atomically
-from wingface.inference import FaceLandmarks, as_boxes
-from wingface.panel import GROUND_TRUTH_RGB, PREDICTION_RGB
+from wingface.inference.predictor import FaceLandmarks, as_boxes
 
 
 def list_images(input_path: str | Path | None) -> list[tuple[str, Path]]:

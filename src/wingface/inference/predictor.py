@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from wingface.data.transforms import crop_matrix, transform_points, warp_crop
-from wingface.detect import (
+from wingface.inference.detector import (
     DLIB_TO_300W_BOX,
     IDENTITY_CALIBRATION,
     BoxCalibration,
