@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 
 from entry_points import run_script
 from wandb_records import OfflineRun
+from wingface.metrics import CED_STEPS
 from wingface.run_tags import run_tags
 
 
@@ -101,7 +102,7 @@ def test_ced_table_is_the_share_of_faces_below_each_error(sweep: Path) -> None:
     table = json.loads(table_file.read_text())
     assert table["columns"] == ["curve", "nme %", "share of faces"]
     curve = [(x, share) for name, x, share in table["data"] if name == "all"]
-    assert len(curve) == 101 and curve[-1][0] == pytest.approx(10.0)
+    assert len(curve) == CED_STEPS and curve[-1][0] == pytest.approx(10.0)
     for x, share in curve:
         assert share == pytest.approx(np.mean(nmes <= x / 100 + 1e-9), abs=1e-6)
     assert run.media("images", "test/ced")
