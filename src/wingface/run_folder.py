@@ -60,6 +60,7 @@ NON_EXPERIMENT_KEYS = (
     "data.pin_memory",
     "data.eval_batch_size",
     "data.root",
+    "data.output_dir",
     "logger",
     "paths",
     "ckpt_path",
