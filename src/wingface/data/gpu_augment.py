@@ -295,18 +295,11 @@ class BatchAugmentation:
     ) -> None:
         if not isinstance(compile, bool):
             raise ValueError(f"augment.compile must be true or false, got {compile!r}")
-        self.options = o = AugmentOptions.of(options)
+        self.options = AugmentOptions.of(options)
         centre_crop_offset(context_size, input_size)  # validates the sizes
         self.input_size = input_size
         self.context_size = context_size
         self.flip_permutation = torch.as_tensor(np.asarray(flip_permutation), dtype=torch.int64)
-        self.rotate = float(o.rotate)
-        self.scale = float(o.scale)
-        self.shift = float(o.shift)
-        self.flip_prob = float(o.flip_prob)
-        self.jitter = (float(o.brightness), float(o.contrast), float(o.saturation), float(o.hue))
-        self.blur_prob = float(o.blur_prob)
-        self.occlusion_prob = float(o.occlusion_prob)
         self.compiled = compile
         self._pixels = torch.compile(self._pixel_ops, dynamic=True) if compile else self._pixel_ops
 
@@ -333,30 +326,35 @@ class BatchAugmentation:
             return u[:, _COLUMN[name]]
 
         size = self.input_size
-        flip = col("flip") < self.flip_prob
-        rotate = (2.0 * col("rotate") - 1.0) * self.rotate
-        scale = 1.0 + (2.0 * torch.stack([col("scale_x"), col("scale_y")], 1) - 1.0) * self.scale
+        flip = col("flip") < self.options.flip_prob
+        rotate = (2.0 * col("rotate") - 1.0) * self.options.rotate
+        scale = (
+            1.0
+            + (2.0 * torch.stack([col("scale_x"), col("scale_y")], 1) - 1.0) * self.options.scale
+        )
         # albumentations: int(uniform(-f, f) * C) with f = shift * S / C, i.e. truncated pixels
-        shift_px = self.shift * size
+        shift_px = self.options.shift * size
         shift = torch.trunc(
             (2.0 * torch.stack([col("shift_x"), col("shift_y")], 1) - 1.0) * shift_px
         )
         colour = []
         for name, strength in zip(
-            ("brightness", "contrast", "saturation"), self.jitter[:3], strict=True
+            ("brightness", "contrast", "saturation"),
+            (self.options.brightness, self.options.contrast, self.options.saturation),
+            strict=True,
         ):
             low, high = max(0.0, 1.0 - strength), 1.0 + strength
             colour.append(low + col(name) * (high - low))
-        colour.append((2.0 * col("hue") - 1.0) * self.jitter[3])
+        colour.append((2.0 * col("hue") - 1.0) * self.options.hue)
         order = torch.argsort(u[:, _COLUMN["order_0"] : _COLUMN["order_2"] + 1], dim=1)
-        blur = col("blur") < self.blur_prob
+        blur = col("blur") < self.options.blur_prob
         sigma = 0.5 + col("blur_sigma") * 2.5
         taps = torch.arange(-2, 3, dtype=torch.float32, device=keys.device)
         kernel = torch.exp(-0.5 * (taps[None, :] / sigma[:, None]) ** 2)
         three_taps = col("blur_size") < 1.0 / 3.0  # randint(3, 5): 4 is made odd (5)
         kernel = torch.where(three_taps[:, None] & (taps.abs() > 1)[None, :], 0.0, kernel)
         kernel = kernel / kernel.sum(1, keepdim=True)
-        occlude = col("occlude") < self.occlusion_prob
+        occlude = col("occlude") < self.options.occlusion_prob
         low, high = AugmentOptions.OCCLUDER_SIDE
         height = torch.floor(size * (low + (high - low) * col("hole_height"))).long()
         width = torch.floor(size * (low + (high - low) * col("hole_width"))).long()
@@ -471,7 +469,8 @@ class BatchAugmentation:
         Each of the first three is ``f * x + (1 - f) * target`` with the target 0
         (brightness), the mean luma of the image (contrast) or each pixel's luma (saturation).
         """
-        brightness, contrast, saturation, hue = self.jitter
+        o = self.options
+        brightness, contrast, saturation, hue = o.brightness, o.contrast, o.saturation, o.hue
         if max(brightness, contrast, saturation) > 0:
             factors = colour[:, :3]
             for step in range(3):
@@ -492,7 +491,7 @@ class BatchAugmentation:
 
     def _blur(self, images: torch.Tensor, blur: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
         """Separable Gaussian blur (reflect-101 border, as ``cv2.sepFilter2D``) where drawn."""
-        if self.blur_prob == 0:
+        if self.options.blur_prob == 0:
             return images
         height, width = images.shape[-2:]
         # samples not drawn get the identity kernel: one pass over the whole batch
@@ -513,7 +512,7 @@ class BatchAugmentation:
         hole_colour: torch.Tensor,
     ) -> torch.Tensor:
         """Paint each drawn rectangle with its colour (landmarks keep their positions)."""
-        if self.occlusion_prob == 0:
+        if self.options.occlusion_prob == 0:
             return images
         size = images.shape[-1]
         coords = torch.arange(size, device=images.device)

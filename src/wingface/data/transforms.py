@@ -180,7 +180,6 @@ class TrainAugmentation:
         self.options = o = AugmentOptions.of(options)
         centre_crop_offset(context_size, input_size)  # validates the sizes
         self.flip_permutation = np.asarray(flip_permutation, dtype=np.int64)
-        self.flip_prob = o.flip_prob
         self._rng = np.random.default_rng()
         shift_fraction = o.shift * input_size / context_size
         self.compose = A.Compose(
@@ -229,7 +228,7 @@ class TrainAugmentation:
         Returns the ``(S, S, 3)`` input image, its ``(L, 2)`` float32 landmarks and ``(L,)``
         visibility.
         """
-        if self._rng.random() < self.flip_prob:
+        if self._rng.random() < self.options.flip_prob:
             image, landmarks, visibility = horizontal_flip(
                 image, landmarks, visibility, self.flip_permutation
             )
