@@ -26,7 +26,11 @@ from wingface.config import (
     split_eval_arguments,
 )
 from wingface.pipeline import evaluate
-from wingface.run_folder import recorded_overrides, run_config_of_checkpoint
+from wingface.run_folder import (
+    recorded_overrides,
+    run_config_of_checkpoint,
+    run_folder_of_checkpoint,
+)
 
 register_resolvers()
 load_dotenv_file()
@@ -41,7 +45,8 @@ def main() -> None:
     @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
     def evaluate_run(cfg: DictConfig) -> None:
         run_cfg = run_config_of_checkpoint(cfg.ckpt_path)
-        apply_run_overrides(run_cfg, run_overrides, recorded_overrides(cfg.ckpt_path))
+        recorded = recorded_overrides(run_folder_of_checkpoint(cfg.ckpt_path))
+        apply_run_overrides(run_cfg, run_overrides, recorded)
         run_cfg.paths = cfg.paths
         run_cfg.task_name = cfg.task_name
         metrics = evaluate(run_cfg, cfg.ckpt_path)

@@ -31,7 +31,7 @@ import yaml
 
 from wingface.evaluation import plot_ced, plot_grouped_bars, plot_value_grids
 from wingface.metrics import NORMALISATIONS
-from wingface.run_folder import CONFIG_FILE, OVERRIDES_FILE, RECORD_FOLDER
+from wingface.run_folder import CONFIG_FILE, RECORD_FOLDER, recorded_overrides
 
 __all__ = [
     "FIGURES",
@@ -219,7 +219,7 @@ def _load_job(path: Path) -> Job:
     job_cfg = hydra_cfg.get("job") or {}
     number = job_cfg.get("num")
     excluded = ((job_cfg.get("config") or {}).get("override_dirname") or {}).get("exclude_keys")
-    overrides = _read_yaml(path / RECORD_FOLDER / OVERRIDES_FILE) or []
+    overrides = recorded_overrides(path)
     config_path = path / RECORD_FOLDER / CONFIG_FILE
     return Job(
         path=path,

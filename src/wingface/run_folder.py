@@ -173,10 +173,10 @@ def run_config_of_checkpoint(ckpt_path: str | Path) -> DictConfig:
     return cfg
 
 
-def recorded_overrides(ckpt_path: str | Path) -> list[str]:
-    """The command-line overrides the checkpoint's run was launched with
+def recorded_overrides(folder: str | Path) -> list[str]:
+    """The command-line overrides the run in ``folder`` was launched with
     (``.hydra/overrides.yaml``; empty if none were recorded)."""
-    path = run_folder_of_checkpoint(ckpt_path) / RECORD_FOLDER / OVERRIDES_FILE
+    path = Path(folder) / RECORD_FOLDER / OVERRIDES_FILE
     if not path.is_file():
         return []
     return [str(o) for o in OmegaConf.load(path)]
