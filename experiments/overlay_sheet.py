@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from wingface.callbacks.validation_panel import tile_grid
+from wingface.plots import tile_grid
 
 CAPTION_PX = 22
 

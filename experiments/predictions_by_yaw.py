@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 
-from wingface.callbacks.validation_panel import draw_landmarks, tile_grid
 from wingface.config import register_resolvers
 from wingface.metrics import normalising_distance, per_image_nme
 from wingface.pipeline import build_module
+from wingface.plots import draw_landmarks, tile_grid
 from wingface.run_folder import run_config_of_checkpoint
 
 

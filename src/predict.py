@@ -18,7 +18,6 @@ from wingface.config import CONFIG_DIR, load_dotenv_file, register_resolvers
 from wingface.data.files import read_image_rgb
 from wingface.inference.detector import BoxCalibration, DlibFaceDetector
 from wingface.inference.files import (
-    draw_overlay,
     face_record,
     list_images,
     read_boxes_file,
@@ -27,6 +26,7 @@ from wingface.inference.files import (
     write_json,
 )
 from wingface.inference.predictor import LandmarkPredictor
+from wingface.plots import draw_overlay
 
 register_resolvers()
 load_dotenv_file()

@@ -228,11 +228,11 @@ def test_annotation_files_of_another_format(tmp_path: Path, wflw_list: tuple[Pat
 def test_data_option_pointed_at_another_dataset(compose_train, tmp_path: Path) -> None:
     _folder(tmp_path / "300w", "afw", 2)
     cfg = compose_train("data=wflw", f"data.root={tmp_path / '300w'}", "logger=none")
-    datamodule, _, _ = prepare_run(cfg)
+    datamodule = prepare_run(cfg).datamodule
     with pytest.raises(FileNotFoundError, match=r"WFLW annotation file not found: .*train\.txt"):
         datamodule.setup("fit")
     cfg = compose_train("data=300w", f"data.root={tmp_path / '300w'}", "logger=none")
-    datamodule, _, _ = prepare_run(cfg)
+    datamodule = prepare_run(cfg).datamodule
     with pytest.raises(FileNotFoundError, match=r"300W folder not found: .*helen/trainset"):
         datamodule.setup("fit")
 
@@ -283,7 +283,7 @@ def test_a_checkpoint_of_another_model_says_which_model_it_holds(
     compose_train, tmp_path: Path
 ) -> None:
     cnn7 = compose_train("model=cnn7", "logger=none")
-    _, module, _ = prepare_run(cnn7)
+    module = prepare_run(cnn7).module
     trainer = L.Trainer(
         default_root_dir=tmp_path,
         logger=False,
@@ -370,7 +370,7 @@ def test_datamodule_skip_warns_and_writes_bad_samples_txt(
     compose_train, bad_300w: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     cfg = compose_train(*_data_overrides(bad_300w, "skip"))
-    datamodule, _, _ = prepare_run(cfg)
+    datamodule = prepare_run(cfg).datamodule
     with caplog.at_level(logging.WARNING, logger="wingface.data.datamodule"):
         datamodule.setup("fit")
         datamodule.setup("test")
@@ -397,17 +397,17 @@ def _degenerate_300w(root: Path) -> None:
 
 def test_degenerate_faces_are_named_at_load_time(compose_train, tmp_path: Path) -> None:
     _degenerate_300w(tmp_path / "data")
-    datamodule, _, _ = prepare_run(compose_train(*_data_overrides(tmp_path / "data", "error")))
+    datamodule = prepare_run(compose_train(*_data_overrides(tmp_path / "data", "error"))).datamodule
     with pytest.raises(ValueError, match=r"afw/face_002\.jpg: face box .* has no extent"):
         datamodule.setup("fit")
-    datamodule, _, _ = prepare_run(compose_train(*_data_overrides(tmp_path / "data", "error")))
+    datamodule = prepare_run(compose_train(*_data_overrides(tmp_path / "data", "error"))).datamodule
     with pytest.raises(ValueError, match=r"lfpw/testset/face_001\.jpg: inter_ocular normalising"):
         datamodule.setup("test")
 
 
 def test_degenerate_faces_are_skipped_and_listed(compose_train, tmp_path: Path) -> None:
     _degenerate_300w(tmp_path / "data")
-    datamodule, _, _ = prepare_run(compose_train(*_data_overrides(tmp_path / "data", "skip")))
+    datamodule = prepare_run(compose_train(*_data_overrides(tmp_path / "data", "skip"))).datamodule
     datamodule.setup("fit")
     datamodule.setup("test")
     assert len(datamodule.crops["train"]) + len(datamodule.crops["val"]) == 5
@@ -454,7 +454,7 @@ def test_a_bad_test_face_stops_the_run_before_training(
 
 def test_datamodule_error_policy_raises(compose_train, bad_300w: Path, tmp_path: Path) -> None:
     cfg = compose_train(*_data_overrides(bad_300w, "error"))
-    datamodule, _, _ = prepare_run(cfg)
+    datamodule = prepare_run(cfg).datamodule
     with pytest.raises(FileNotFoundError, match=r"face_005\.jpg"):
         datamodule.setup("fit")
     assert not (tmp_path / "run" / "bad_samples.txt").exists()

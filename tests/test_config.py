@@ -185,7 +185,7 @@ def test_wandb_runs_of_a_multirun_are_named_and_grouped_by_the_sweep(
 
 
 def test_wandb_is_offline_without_a_key_and_online_with_one(monkeypatch) -> None:
-    from wingface.config import choose_wandb_mode
+    from wingface.wandb_run import choose_wandb_mode
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)

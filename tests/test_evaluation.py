@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wingface.evaluation import EvaluationProtocol, plot_ced, plot_nme_per_pose
+from wingface.evaluation import EvaluationProtocol
+from wingface.plots import plot_ced, plot_nme_per_pose
 
 
 def test_summary_matches_hand_computed_values() -> None:

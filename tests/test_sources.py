@@ -77,11 +77,9 @@ def test_datamodule_reports_test_subsets_of_present_folders(tiny_300w: Path) -> 
     protocol = EvaluationProtocol(
         subsets={"common": ["helen/testset", "lfpw/testset"], "lfpw": ["lfpw/testset"]}
     )
-    datamodule = FaceDataModule(
-        source, str(tiny_300w), "300w", 68, 64, num_workers=0, protocol=protocol
-    )
+    datamodule = FaceDataModule(source, str(tiny_300w), "300w", 68, 64, num_workers=0)
     datamodule.setup("test")
-    masks = datamodule.test_subset_masks()
+    masks = protocol.subset_masks(datamodule.test_attributes(), 5)
     assert list(masks) == ["lfpw"] and masks["lfpw"].all()
     batch = next(iter(datamodule.test_dataloader()))
     assert batch["image"].shape == (5, 3, 64, 64) and batch["image"].dtype == torch.uint8

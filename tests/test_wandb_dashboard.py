@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from entry_points import run_script
 from wandb_records import OfflineRun
 from wingface.metrics import CED_STEPS
-from wingface.run_tags import run_tags
+from wingface.wandb_run import run_tags
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from entry_points import run_script
-from wingface.config import choose_wandb_mode
+from wingface.wandb_run import choose_wandb_mode
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ def test_unreachable_server_falls_back_to_offline_at_once(
 ) -> None:
     _online(monkeypatch, closed_port)
     start = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="wingface.config"):
+    with caplog.at_level(logging.WARNING, logger="wingface.wandb_run"):
         assert choose_wandb_mode() == "offline"
     assert time.monotonic() - start < 10
     assert os.environ["WANDB_MODE"] == "offline"

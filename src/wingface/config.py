@@ -1,12 +1,9 @@
-"""Hydra/OmegaConf helpers: resolvers, config loading and W&B mode selection."""
+"""Hydra/OmegaConf helpers: resolvers, ``.env`` loading and composing configs outside an app."""
 
 from __future__ import annotations
 
 import logging
-import os
-import socket
 from pathlib import Path
-from urllib.parse import urlparse
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -27,54 +24,6 @@ def load_dotenv_file() -> None:
     from dotenv import load_dotenv
 
     load_dotenv(PROJECT_ROOT / ".env", override=False)
-
-
-WANDB_DEFAULT_URL = "https://api.wandb.ai"
-"""The W&B server used when ``WANDB_BASE_URL`` is not set."""
-
-WANDB_CONNECT_TIMEOUT = 5.0
-"""Seconds to wait for a connection to the W&B server before logging offline instead."""
-
-
-def wandb_server_error(url: str, timeout: float = WANDB_CONNECT_TIMEOUT) -> str | None:
-    """Why a TCP connection to the W&B server at ``url`` cannot be opened, or None if it can."""
-    parsed = urlparse(url)
-    host = parsed.hostname
-    if not host:
-        return f"WANDB_BASE_URL={url!r} names no host"
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-    except OSError as error:
-        return f"{type(error).__name__}: {error}"
-    return None
-
-
-def choose_wandb_mode() -> str:
-    """Set ``WANDB_MODE`` for this run and return it (``online``, ``offline``, ``disabled``).
-
-    Without a key or an explicit mode, W&B logs offline. Online, the W&B server
-    (``WANDB_BASE_URL``, default :data:`WANDB_DEFAULT_URL`) must accept a connection within
-    :data:`WANDB_CONNECT_TIMEOUT` seconds; otherwise (no network, a firewall) the run logs
-    offline with a warning instead of stalling and failing in ``wandb.init``, and can be
-    synced later with ``wandb sync``.
-    """
-    if not os.environ.get("WANDB_MODE") and not os.environ.get("WANDB_API_KEY"):
-        os.environ["WANDB_MODE"] = "offline"
-        log.info("W&B: no WANDB_API_KEY, logging offline (sync later with `wandb sync <dir>`)")
-    mode = os.environ.get("WANDB_MODE", "online")
-    if mode == "online":
-        url = os.environ.get("WANDB_BASE_URL") or WANDB_DEFAULT_URL
-        error = wandb_server_error(url)
-        if error is not None:
-            os.environ["WANDB_MODE"] = mode = "offline"
-            log.warning(
-                "W&B: cannot reach %s (%s): logging offline instead; sync the run later with "
-                "`wandb sync <run folder>/wandb/offline-run-*`",
-                url,
-                error,
-            )
-    return mode
 
 
 def compose_config(

@@ -10,17 +10,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from types import ModuleType
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from wingface.metrics import NORMALISATIONS, ced_auc, ced_curve, failure_rate
-
-if TYPE_CHECKING:
-    from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
+from wingface.metrics import DEFAULT_NORMALISATIONS, NORMALISATIONS, ced_auc, failure_rate
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +33,7 @@ class EvaluationProtocol:
             table and plot. Each must be one of ``subsets``.
     """
 
-    normalisations: Sequence[str] = ("inter_ocular", "inter_pupil", "box")
+    normalisations: Sequence[str] = DEFAULT_NORMALISATIONS
     thresholds: Sequence[float] = (0.08, 0.10)
     subsets: Mapping[str, Sequence[str]] = field(default_factory=dict)
     pose_subsets: Sequence[str] = ()
@@ -145,174 +138,3 @@ class EvaluationProtocol:
             numbers = [100.0 * values[f"{prefix}{subset}/{k}"] for k in (*names, *failures)]
             rows.append([subset, int(sizes[subset]), *numbers])
         return columns, rows
-
-
-def _pyplot() -> ModuleType:
-    """``matplotlib.pyplot`` on the non-interactive Agg backend (safe in workers and CI)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save_figure(fig: Figure, ax: Axes, path: str | Path, title: str) -> Path:
-    """Title ``ax``, save ``fig`` as ``path`` (folders created) and close it."""
-    if title:
-        ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    _pyplot().close(fig)
-    return path
-
-
-def plot_nme_per_pose(
-    columns: Sequence[str], rows: Sequence[Sequence], path: str | Path, title: str = ""
-) -> Path:
-    """Save a bar chart of the primary NME (third column of :meth:`pose_rows`) per pose bin.
-
-    Each bar is labelled with its NME (%) and its number of faces.
-    """
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
-    labels = [str(row[0]) for row in rows]
-    nmes = [float(row[2]) for row in rows]
-    bars = ax.bar(labels, nmes, color="#4c72b0")
-    for bar, row in zip(bars, rows, strict=True):
-        ax.annotate(
-            f"{float(row[2]):.2f}\n({int(row[1])} faces)",
-            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-            ha="center",
-            va="bottom",
-            fontsize=8,
-        )
-    ax.set_ylabel(columns[2])
-    ax.set_ylim(0, max(nmes, default=1.0) * 1.25)
-    ax.grid(axis="y", alpha=0.3)
-    return _save_figure(fig, ax, path, title)
-
-
-def plot_ced(
-    curves: Mapping[str, np.ndarray], threshold: float, path: str | Path, title: str = ""
-) -> Path:
-    """Save the cumulative error distribution of each named ``(N,)`` NME array as a PNG.
-
-    The x axis is the NME in percent up to ``threshold``; the y axis the share of images.
-    """
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
-    for label, nmes in curves.items():
-        x, y = ced_curve(np.asarray(nmes, dtype=np.float64), threshold)
-        auc = ced_auc(np.asarray(nmes, dtype=np.float64), threshold)
-        ax.plot(np.asarray(x) * 100, np.asarray(y), label=f"{label} (AUC {auc:.3f})")
-    ax.set_xlim(0, threshold * 100)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("NME (%)")
-    ax.set_ylabel("share of images")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    return _save_figure(fig, ax, path, title)
-
-
-def plot_value_grids(
-    grids: Sequence[tuple[str, Sequence[float], Sequence[float], np.ndarray]],
-    path: str | Path,
-    title: str = "",
-    x_label: str = "w",
-    y_label: str = "ε",
-    value_label: str = "NME (%)",
-) -> Path:
-    """Save heat maps of values over a 2-D parameter grid, one panel per grid, as a PNG.
-
-    Args:
-        grids: ``(panel title, x values (C,), y values (R,), values (R, C))`` per panel; a NaN
-            value leaves its cell blank. Every cell with a value is annotated with it (2
-            decimals; small print on grids wider than 8 cells, e.g. an Optuna search's
-            scattered values). All panels share one colour scale.
-        path: PNG to write (folders created).
-        title: figure title.
-        x_label: name of the x (column) parameter.
-        y_label: name of the y (row) parameter.
-        value_label: colour bar label.
-    """
-    plt = _pyplot()
-    finite = [
-        v for _, _, _, g in grids for v in np.asarray(g, dtype=float).ravel() if np.isfinite(v)
-    ]
-    vmin, vmax = (min(finite), max(finite)) if finite else (0.0, 1.0)
-    if vmin == vmax:
-        vmin, vmax = vmin - 0.5, vmax + 0.5
-    cmap = plt.get_cmap("viridis_r").with_extremes(bad="white")
-    columns = max((len(xs) for _, xs, _, _ in grids), default=1)
-    rows = max((len(ys) for _, _, ys, _ in grids), default=1)
-    panel_width, height = max(3.6, 1.5 + 0.45 * columns), max(3.6, 1.5 + 0.3 * rows)
-    fig, axes = plt.subplots(
-        1, len(grids), figsize=(1.2 + panel_width * len(grids), height), dpi=100, squeeze=False
-    )
-    fontsize = 8 if columns <= 8 else 6
-    image = None
-    for ax, (panel, xs, ys, values) in zip(axes[0], grids, strict=True):
-        values = np.ma.masked_invalid(np.asarray(values, dtype=float))
-        image = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax, origin="lower", aspect="auto")
-        ax.set_xticks(range(len(xs)), [f"{x:.3g}" for x in xs], fontsize=fontsize,
-                      rotation=0 if len(xs) <= 8 else 90)  # fmt: skip
-        ax.set_yticks(range(len(ys)), [f"{y:.3g}" for y in ys], fontsize=fontsize)
-        ax.set_xlabel(x_label)
-        ax.set_ylabel(y_label)
-        for (row, col), value in np.ndenumerate(values.filled(np.nan)):
-            if np.isfinite(value):
-                red, green, blue, _ = cmap((value - vmin) / (vmax - vmin))
-                dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5
-                ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=fontsize,
-                        color="white" if dark else "black")  # fmt: skip
-        if panel:
-            ax.set_title(panel, fontsize=8)
-    if image is not None:
-        fig.colorbar(image, ax=list(axes[0]), label=value_label)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
-    return path
-
-
-def plot_grouped_bars(
-    groups: Sequence[str],
-    series: Mapping[str, Sequence[float]],
-    path: str | Path,
-    y_label: str,
-    title: str = "",
-) -> Path:
-    """Save grouped bars as a PNG: one group per ``groups`` entry, one bar colour per series.
-
-    Args:
-        groups: ``G`` group names along the x axis (e.g. pose bins).
-        series: series name → ``(G,)`` values; a NaN leaves its bar out. Bars are labelled
-            with their value (2 decimals) when there are at most four series.
-        path: PNG to write (folders created).
-        y_label: y axis label, with its unit.
-        title: figure title.
-    """
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 + 0.5 * len(groups) * max(len(series), 1)), 3.8))
-    width = 0.8 / max(len(series), 1)
-    top = 0.0
-    for k, (name, values) in enumerate(series.items()):
-        values = np.asarray(values, dtype=float)
-        x = np.arange(len(groups)) - 0.4 + width * (k + 0.5)
-        keep = np.isfinite(values)
-        bars = ax.bar(x[keep], values[keep], width, label=name)
-        top = max(top, float(values[keep].max(initial=0.0)))
-        if len(series) <= 4:
-            ax.bar_label(bars, fmt="%.2f", fontsize=7)
-    ax.set_xticks(range(len(groups)), list(groups), fontsize=8)
-    ax.set_ylabel(y_label)
-    ax.set_ylim(0, (top or 1.0) * 1.2)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
-    return _save_figure(fig, ax, path, title)

@@ -27,6 +27,7 @@ from wingface.landmarks import LandmarkScheme, get_scheme
 
 __all__ = [
     "CEDAUC",
+    "DEFAULT_NORMALISATIONS",
     "NORMALISATIONS",
     "FailureRate",
     "LandmarkNME",
@@ -41,6 +42,9 @@ __all__ = [
 
 NORMALISATIONS: tuple[str, ...] = ("inter_ocular", "inter_pupil", "box", "box_diag")
 """Accepted values of the ``kind`` / ``normalisation`` argument."""
+
+DEFAULT_NORMALISATIONS: tuple[str, ...] = ("inter_ocular", "inter_pupil", "box")
+"""What an evaluation reports when its protocol does not say (the first is the primary one)."""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import lightning as L
+import numpy as np
 import torch
 from torch import nn
 from torch.optim import Optimizer
@@ -50,10 +51,11 @@ def check_model_and_loss(net: nn.Module, loss: nn.Module) -> None:
 class LandmarkModule(L.LightningModule):
     """Trains ``net`` with ``loss`` and evaluates it with the evaluation ``protocol``.
 
-    The landmark scheme and the evaluation protocol (normalisations, thresholds, test subsets)
-    are given when the module is built (:func:`~wingface.pipeline.build_module` reads
-    ``data.scheme`` and ``data.protocol``); the test subsets' face masks and the training mean
-    shape come from the data module when it offers them.
+    Everything it needs from the data is given when it is built
+    (:func:`~wingface.pipeline.build_module`): the landmark scheme, the evaluation protocol
+    (normalisations, thresholds, test subsets), the test subsets' face masks and the training
+    mean shape; it works with any data module whose batches hold ``image``, ``landmarks``,
+    ``visibility`` and ``index``.
     Logged: ``train/loss``; ``val/loss``, ``val/nme`` (primary normalisation, the checkpoint
     monitor), ``val/nme_<other>``, ``val/nme_best``; on the test split ``test/nme``,
     ``test/nme_<other>``, ``test/fr_<t>``, ``test/auc_<t>`` and the same under
@@ -78,6 +80,11 @@ class LandmarkModule(L.LightningModule):
             (``skip_nonfinite_loss``); every skipped batch is logged with its face indices.
         protocol: what validation and test report (``data.protocol``).
         scheme: the landmark scheme (``data.scheme``), for the normalising distances.
+        mean_shape: ``(L, 2)`` mean training shape in input pixels (the ``test/nme_mean_shape``
+            baseline); None leaves it unknown until a checkpoint that holds one is loaded.
+        test_subsets: subset name → ``(N,)`` bool mask over the test faces (by the batches'
+            ``index``), the protocol's subsets the test split has; each is reported under
+            ``test/<subset>/``.
 
     A network with a ``stage_outputs(images, target)`` method (the cascade) is trained on the
     sum of the loss over its stages, each ``(prediction, target)`` in that stage's pixels.
@@ -94,6 +101,8 @@ class LandmarkModule(L.LightningModule):
         skip_nonfinite_loss: bool = False,
         protocol: EvaluationProtocol | None = None,
         scheme: str = "300w",
+        mean_shape: torch.Tensor | None = None,
+        test_subsets: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         super().__init__()
         check_model_and_loss(net, loss)
@@ -112,6 +121,9 @@ class LandmarkModule(L.LightningModule):
         self.register_buffer("image_mean", torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1) * 255)
         self.register_buffer("image_std", torch.tensor(IMAGE_STD).view(1, 3, 1, 1) * 255)
         self.register_buffer("mean_shape", torch.full((net.num_points, 2), float("nan")))
+        if mean_shape is not None:
+            self.mean_shape.copy_(mean_shape)
+        self.test_subsets = dict(test_subsets or {})
         self.protocol = protocol if protocol is not None else EvaluationProtocol()
         norms = self.protocol.normalisations
         self.val_metrics = nn.ModuleDict({n: LandmarkNME(n, scheme) for n in norms})
@@ -135,13 +147,6 @@ class LandmarkModule(L.LightningModule):
         """``(B, 3, S, S)`` uint8 (or float 0–255) images → ``(B, L, 2)`` landmark pixels."""
         compiled = self.__dict__["compiled_net"]
         return (self.net if compiled is None else compiled)(self._normalise(images))
-
-    def setup(self, stage: str) -> None:
-        """When fitting, take the training mean shape (the test baseline) from the data module
-        when it offers one (``train_mean_shape()``)."""
-        mean_shape = getattr(self.trainer.datamodule, "train_mean_shape", None)
-        if stage == "fit" and mean_shape is not None:
-            self.mean_shape.copy_(mean_shape())
 
     def prediction_and_loss(
         self, batch: dict[str, torch.Tensor]
@@ -236,18 +241,17 @@ class LandmarkModule(L.LightningModule):
             self.test_mean_shape_nme.update(baseline, batch["landmarks"], visible)
 
     def on_test_epoch_end(self) -> None:
-        """Log the test metrics, overall and per subset of the protocol (the data module's
-        ``test_subset_masks()``), and leave the whole result in ``test_outcome``."""
+        """Log the test metrics, overall and per test subset (``test_subsets``), and leave the
+        whole result in ``test_outcome``."""
         per_image = {n: m.per_image().cpu().numpy() for n, m in self.test_metrics.items()}
         indices = self.test_indices.compute().long().cpu().numpy()
         per_landmark = {k: v.cpu().numpy() for k, v in self.test_landmark_nme.compute().items()}
         for metric in [*self.test_metrics.values(), self.test_indices, self.test_landmark_nme]:
             metric.reset()
         values = self.protocol.summarise(per_image, "test/")
-        subset_masks = getattr(self.trainer.datamodule, "test_subset_masks", dict)()
         curves = {"all": per_image[self.protocol.primary]}
         sizes = {}
-        for name, mask in subset_masks.items():
+        for name, mask in self.test_subsets.items():
             selected = mask[indices]
             if selected.any():
                 subset = {n: v[selected] for n, v in per_image.items()}

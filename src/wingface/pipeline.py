@@ -4,23 +4,24 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
-import string
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import lightning as L
+import numpy as np
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
-from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from wingface.callbacks.test_report import TestReport
-from wingface.config import choose_wandb_mode
+from wingface.evaluation import EvaluationProtocol
 from wingface.fault_tolerance import (
     AtomicCheckpointIO,
     InterruptCheckpoint,
@@ -40,7 +41,7 @@ from wingface.run_folder import (
     record_run_config,
     resume_command,
 )
-from wingface.run_tags import run_tags
+from wingface.wandb_run import finish_wandb_runs, is_wandb_logger_config, wandb_logger_settings
 
 log = logging.getLogger(__name__)
 
@@ -73,35 +74,15 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
     for name, logger_cfg in (cfg.get("logger") or {}).items():
         if not isinstance(logger_cfg, DictConfig) or "_target_" not in logger_cfg:
             raise ValueError(f"logger.{name} must be a config with a _target_")
-        if "WandbLogger" in logger_cfg._target_:
-            choose_wandb_mode()
+        if is_wandb_logger_config(logger_cfg):
             run_name, group = job_identity()
-            overrides: dict[str, Any] = {}
-            if logger_cfg.get("name") is None:
-                overrides["name"] = run_name
-            if logger_cfg.get("group") is None:
-                overrides["group"] = group
-            overrides["tags"] = run_tags(cfg, logger_cfg.get("tags") or [], hydra_choices())
-            if logger_cfg.get("id") is None:
-                overrides["id"] = wandb_run_id(Path(cfg.paths.output_dir))
-                overrides["resume"] = "allow"
-            loggers.append(instantiate(logger_cfg, **overrides))
+            settings = wandb_logger_settings(
+                cfg, logger_cfg, run_name, group, hydra_choices(), Path(cfg.paths.output_dir)
+            )
+            loggers.append(instantiate(logger_cfg, **settings))
             continue
         loggers.append(instantiate(logger_cfg))
     return loggers
-
-
-def wandb_run_id(output_dir: Path) -> str:
-    """The W&B run id of the run folder ``output_dir``: read from its ``wandb_run_id.txt``, or
-    made and written there on the first start, so a resumed run continues the same W&B run."""
-    path = output_dir / "wandb_run_id.txt"
-    if path.is_file() and path.read_text().strip():
-        return path.read_text().strip()
-    alphabet = string.ascii_lowercase + string.digits
-    run_id = "".join(secrets.choice(alphabet) for _ in range(8))
-    output_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(run_id + "\n")
-    return run_id
 
 
 def checkpoint_folder(cfg: DictConfig) -> Path:
@@ -139,11 +120,22 @@ def build_callbacks(cfg: DictConfig, with_logger: bool = True) -> list[L.Callbac
     return callbacks
 
 
-def build_module(cfg: DictConfig) -> LandmarkModule:
+def build_protocol(cfg: DictConfig) -> EvaluationProtocol:
+    """The evaluation protocol of ``data.protocol`` (the default protocol for run configs
+    that predate it)."""
+    return instantiate(cfg.data.protocol) if "protocol" in cfg.data else EvaluationProtocol()
+
+
+def build_module(
+    cfg: DictConfig,
+    mean_shape: torch.Tensor | None = None,
+    test_subsets: dict[str, np.ndarray] | None = None,
+) -> LandmarkModule:
     """The LightningModule of ``cfg``: ``model``, ``loss`` and ``optim`` groups (the learning
     rate scaled to ``data.batch_size`` by ``optim.lr_scaling``), the evaluation protocol and
     landmark scheme of ``data``, and the ``channels_last`` / ``compile`` switches (for run
-    configs that predate them: channels-last on, compile off)."""
+    configs that predate them: channels-last on, compile off); ``mean_shape`` and
+    ``test_subsets`` are what it needs from the data (see :func:`data_inputs`)."""
     return LandmarkModule(
         net=instantiate(cfg.model),
         loss=instantiate(cfg.loss),
@@ -157,9 +149,26 @@ def build_module(cfg: DictConfig) -> LandmarkModule:
         channels_last=bool(cfg.get("channels_last", True)),
         compile=bool(cfg.get("compile", False)),
         skip_nonfinite_loss=bool(cfg.get("skip_nonfinite_loss", False)),
-        protocol=instantiate(cfg.data.protocol) if "protocol" in cfg.data else None,
+        protocol=build_protocol(cfg),
         scheme=str(cfg.data.get("scheme", "300w")),
+        mean_shape=mean_shape,
+        test_subsets=test_subsets,
     )
+
+
+def data_inputs(
+    datamodule: L.LightningDataModule, protocol: EvaluationProtocol, stages: Sequence[str]
+) -> dict[str, Any]:
+    """What the module takes from the data splits read for ``stages``, when the data module
+    offers it: the training mean shape (``train_mean_shape()``, after ``fit``) and the test
+    subsets' face masks (the protocol's subsets of ``test_attributes()``, after ``test``)."""
+    inputs: dict[str, Any] = {}
+    if "fit" in stages and hasattr(datamodule, "train_mean_shape"):
+        inputs["mean_shape"] = datamodule.train_mean_shape()
+    if "test" in stages and hasattr(datamodule, "test_attributes"):
+        size = len(datamodule.dataset("test"))
+        inputs["test_subsets"] = protocol.subset_masks(datamodule.test_attributes(), size)
+    return inputs
 
 
 def flatten_config(cfg: DictConfig) -> dict[str, Any]:
@@ -184,16 +193,6 @@ def record_config(loggers: list[Logger], cfg: DictConfig) -> None:
         logger.log_hyperparams(flat)
 
 
-def finish_loggers(loggers: list[Logger]) -> None:
-    """Close W&B runs so that the next job of a multirun starts a fresh one."""
-    for logger in loggers:
-        if isinstance(logger, WandbLogger):
-            import wandb
-
-            if wandb.run is not None:
-                wandb.finish()
-
-
 def write_metrics(cfg: DictConfig, metrics: dict[str, float]) -> Path:
     """Write ``metrics`` to ``<paths.output_dir>/metrics.json`` (read by reports and tests)."""
     text = (json.dumps(dict(sorted(metrics.items())), indent=2) + "\n").encode()
@@ -212,18 +211,36 @@ def resolved_checkpoint(cfg: DictConfig) -> Path | None:
     return Path(str(ckpt_path))
 
 
+class PreparedRun(NamedTuple):
+    """A run ready to fit or test (:func:`prepare_run`)."""
+
+    datamodule: L.LightningDataModule
+    module: LandmarkModule
+    loggers: list[Logger]
+    data_seconds: float
+    """Time spent reading, checking and cropping the data splits."""
+
+
 def prepare_run(
-    cfg: DictConfig, ckpt_path: str | Path | None = None
-) -> tuple[L.LightningDataModule, LandmarkModule, list[Logger]]:
-    """Check the config (:func:`~wingface.preflight.check_run_config`), seed everything,
-    build the LightningModule, check that ``ckpt_path`` (if any) holds its weights, then build
-    the data module and the loggers; no data is read yet."""
+    cfg: DictConfig, ckpt_path: str | Path | None = None, stages: Sequence[str] = ()
+) -> PreparedRun:
+    """Check the config (:func:`~wingface.preflight.check_run_config`), read the data splits
+    ``stages`` need (``fit``: train and val, ``test``: test; none by default), build the
+    LightningModule with what it needs from them (seeded: the same initial weights whatever
+    was read), check that ``ckpt_path`` (if any) holds its weights, and build the loggers."""
     check_run_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
-    module = build_module(cfg)
+    protocol = build_protocol(cfg)
+    datamodule = instantiate(cfg.data)
+    start = time.perf_counter()
+    for stage in stages:
+        datamodule.setup(stage)
+    data_seconds = time.perf_counter() - start
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    module = build_module(cfg, **data_inputs(datamodule, protocol, stages))
     if ckpt_path is not None:
         check_checkpoint_matches(module, ckpt_path, cfg.model, (hydra_choices() or {}).get("model"))
-    return instantiate(cfg.data), module, build_loggers(cfg)
+    return PreparedRun(datamodule, module, build_loggers(cfg), data_seconds)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -254,7 +271,8 @@ def fit_and_test(cfg: DictConfig, record_in: Path | None = None) -> dict[str, fl
         cfg: the run config.
         record_in: the run folder to record the config in once it passed its checks.
     """
-    datamodule, module, loggers = prepare_run(cfg, resolved_checkpoint(cfg))
+    stages = ("fit", "test") if cfg.get("test") else ("fit",)
+    datamodule, module, loggers, data_seconds = prepare_run(cfg, resolved_checkpoint(cfg), stages)
     if record_in is not None:
         record_run_config(cfg, record_in)
     try:
@@ -265,11 +283,7 @@ def fit_and_test(cfg: DictConfig, record_in: Path | None = None) -> dict[str, fl
             logger=loggers or False,
             plugins=[AtomicCheckpointIO()],
         )
-        start = time.perf_counter()
-        datamodule.setup("fit")
-        if cfg.get("test"):
-            datamodule.setup("test")
-        times = {"time/data_seconds": time.perf_counter() - start}
+        times = {"time/data_seconds": data_seconds}
         record_config(loggers, cfg)
         start = time.perf_counter()
         try:
@@ -310,7 +324,7 @@ def fit_and_test(cfg: DictConfig, record_in: Path | None = None) -> dict[str, fl
             log.info("metrics written to %s", write_metrics(cfg, metrics))
         return metrics
     finally:
-        finish_loggers(loggers)
+        finish_wandb_runs(loggers)
 
 
 def exit_interrupted(cfg: DictConfig, interrupt: InterruptCheckpoint) -> None:
@@ -332,7 +346,7 @@ def exit_interrupted(cfg: DictConfig, interrupt: InterruptCheckpoint) -> None:
 
 def evaluate(run_cfg: DictConfig, ckpt_path: str) -> dict[str, float]:
     """Test ``ckpt_path`` with the data and model of the run config ``run_cfg``."""
-    datamodule, module, loggers = prepare_run(run_cfg, ckpt_path)
+    datamodule, module, loggers, _ = prepare_run(run_cfg, ckpt_path, stages=("test",))
     try:
         trainer: L.Trainer = instantiate(
             run_cfg.trainer, logger=loggers or False, callbacks=[TestReport()], fast_dev_run=False
@@ -342,4 +356,4 @@ def evaluate(run_cfg: DictConfig, ckpt_path: str) -> dict[str, float]:
         log.info("metrics written to %s", write_metrics(run_cfg, metrics))
         return metrics
     finally:
-        finish_loggers(loggers)
+        finish_wandb_runs(loggers)

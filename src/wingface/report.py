@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from wingface.evaluation import plot_ced, plot_grouped_bars, plot_value_grids
 from wingface.metrics import NORMALISATIONS
+from wingface.plots import plot_ced, plot_grouped_bars, plot_value_grids
 from wingface.run_folder import CONFIG_FILE, RECORD_FOLDER, recorded_overrides
 
 __all__ = [

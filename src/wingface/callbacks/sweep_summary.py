@@ -17,44 +17,10 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from wingface.config import choose_wandb_mode
-from wingface.report import SweepReport, write_report
+from wingface.report import write_report
+from wingface.wandb_run import log_sweep_summary, wandb_logger_config
 
 log = logging.getLogger(__name__)
-
-
-def wandb_logger_config(config: DictConfig) -> DictConfig | None:
-    """The W&B logger's config among ``config.logger`` (None when the runs do not use W&B)."""
-    for logger_cfg in (config.get("logger") or {}).values():
-        if isinstance(logger_cfg, DictConfig) and "WandbLogger" in str(logger_cfg.get("_target_")):
-            return logger_cfg
-    return None
-
-
-def log_summary_run(report: SweepReport, sweep_dir: Path, wandb_cfg: DictConfig) -> str:
-    """Log ``report`` as one W&B run grouped with the sweep's jobs; returns the run's folder."""
-    import wandb
-
-    choose_wandb_mode()
-    run = wandb.init(
-        project=wandb_cfg.get("project"),
-        entity=wandb_cfg.get("entity"),
-        group=sweep_dir.name,
-        job_type="sweep-summary",
-        name=f"{sweep_dir.name}_summary",
-        dir=str(sweep_dir),
-        tags=["sweep-summary"],
-        reinit="finish_previous",
-    )
-    try:
-        payload: dict[str, Any] = {
-            "sweep/summary": wandb.Table(columns=report.columns, data=report.rows)
-        }
-        payload.update({f"sweep/{name}": wandb.Image(str(p)) for name, p in report.figures.items()})
-        run.log(payload)
-        return str(Path(run.dir).parent)
-    finally:
-        run.finish()
 
 
 class SweepSummary(Callback):
@@ -74,5 +40,5 @@ class SweepSummary(Callback):
         log.info("sweep report: %s", sweep_dir / "report.md")
         wandb_cfg = wandb_logger_config(config)
         if wandb_cfg is not None:
-            folder = log_summary_run(report, sweep_dir, wandb_cfg)
+            folder = log_sweep_summary(report, sweep_dir, wandb_cfg)
             log.info("sweep summary logged to W&B (%s)", folder)

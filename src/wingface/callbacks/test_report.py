@@ -20,14 +20,11 @@ import lightning as L
 import numpy as np
 from lightning.pytorch.loggers import WandbLogger
 
-from wingface.evaluation import EvaluationProtocol, plot_ced, plot_nme_per_pose
-from wingface.metrics import ced_curve
-from wingface.per_landmark import (
-    PER_LANDMARK_COLUMNS,
-    per_landmark_rows,
-    plot_nme_per_landmark,
-    write_per_landmark_csv,
-)
+from wingface.evaluation import EvaluationProtocol
+from wingface.plots import plot_ced, plot_nme_per_landmark, plot_nme_per_pose
+from wingface.wandb_run import log_ced_chart, wandb_loggers
+
+PER_LANDMARK_COLUMNS = ["landmark", "faces", "nme %"]
 
 
 @dataclass
@@ -65,12 +62,12 @@ class TestReport(L.Callback):
             return
         folder = Path(trainer.default_root_dir)
         folder.mkdir(parents=True, exist_ok=True)
-        wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+        loggers = wandb_loggers(trainer)
         names = getattr(trainer.datamodule, "test_names", lambda: None)()
         write_per_image_csv(outcome, names, folder / "test_per_image.csv")
-        save_ced(outcome, folder, wandb_loggers)
-        save_nme_per_pose(outcome, folder, wandb_loggers)
-        save_nme_per_landmark(outcome, folder, wandb_loggers)
+        save_ced(outcome, folder, loggers)
+        save_nme_per_pose(outcome, folder, loggers)
+        save_nme_per_landmark(outcome, folder, loggers)
 
 
 def write_per_image_csv(outcome: TestOutcome, names: list[str] | None, path: Path) -> None:
@@ -93,20 +90,6 @@ def save_ced(outcome: TestOutcome, folder: Path, loggers: list[WandbLogger]) -> 
     for logger in loggers:
         logger.log_image(key="test/ced", images=[str(path)])
         log_ced_chart(logger, outcome.curves, threshold)
-
-
-def log_ced_chart(logger: WandbLogger, curves: dict[str, np.ndarray], threshold: float) -> None:
-    """Log the CED curves as a W&B table (``test/ced_table``: curve, NME %, share of faces) and
-    a native W&B line chart over it (``test/ced_chart``), one line per curve."""
-    import wandb
-
-    data = []
-    for name, nmes in curves.items():
-        x, y = ced_curve(np.asarray(nmes, dtype=np.float64), threshold)
-        data += [[name, round(100.0 * float(a), 4), float(b)] for a, b in zip(x, y, strict=True)]
-    table = wandb.Table(columns=["curve", "nme %", "share of faces"], data=data)
-    chart = wandb.plot.line(table, "nme %", "share of faces", stroke="curve", title="test CED")
-    logger.experiment.log({"test/ced_table": table, "test/ced_chart": chart})
 
 
 def save_nme_per_pose(outcome: TestOutcome, folder: Path, loggers: list[WandbLogger]) -> None:
@@ -135,3 +118,26 @@ def save_nme_per_landmark(outcome: TestOutcome, folder: Path, loggers: list[Wand
     for logger in loggers:
         logger.log_table(key="test/nme_per_landmark", columns=PER_LANDMARK_COLUMNS, data=rows)
         logger.log_image(key="test/nme_per_landmark_plot", images=[str(path)])
+
+
+def per_landmark_rows(nmes: np.ndarray, counts: np.ndarray) -> list[list]:
+    """One ``[landmark index, faces where it is visible, NME %]`` row per landmark.
+
+    Args:
+        nmes: ``(L,)`` mean normalised error per landmark (fractions).
+        counts: ``(L,)`` number of test faces in which each landmark is visible.
+    """
+    return [
+        [int(i), int(c), round(100.0 * float(v), 4)]
+        for i, (v, c) in enumerate(zip(nmes, counts, strict=True))
+    ]
+
+
+def write_per_landmark_csv(rows: list[list], path: Path) -> Path:
+    """Write :func:`per_landmark_rows` to ``path`` with :data:`PER_LANDMARK_COLUMNS` as header."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(PER_LANDMARK_COLUMNS)
+        writer.writerows(rows)
+    return path

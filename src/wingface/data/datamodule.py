@@ -6,6 +6,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import lightning as L
 import numpy as np
@@ -27,12 +28,19 @@ from wingface.data.gpu_augment import BatchAugmentation, sample_keys
 from wingface.data.sampler import BalancedEpochSampler
 from wingface.data.sources import FaceSource
 from wingface.data.transforms import TrainAugmentation
-from wingface.evaluation import EvaluationProtocol
 from wingface.landmarks import get_scheme
+from wingface.metrics import DEFAULT_NORMALISATIONS
 
 log = logging.getLogger(__name__)
 
 Balance = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+class ScoredIn(Protocol):
+    """What the data module reads of an evaluation protocol: the normalisations the
+    validation and test faces are scored in."""
+
+    normalisations: Sequence[str]
 
 
 class FaceDataModule(L.LightningDataModule):
@@ -68,8 +76,11 @@ class FaceDataModule(L.LightningDataModule):
             returns None (``augment=none``), trains on un-augmented centre crops.
         balance: returns each training face's repeat count from the training shapes.
         pin_memory: pin host memory for faster transfers to an accelerator.
-        protocol: what the test split reports (``data.protocol``); the default protocol when
-            None.
+        protocol: the evaluation protocol (``data.protocol``, an
+            :class:`~wingface.evaluation.EvaluationProtocol`); only its ``normalisations`` are
+            used here: faces whose normalising distance is zero in one of them are screened out
+            of the evaluated splits (:func:`~wingface.data.checks.screen_faces`). None: the
+            default normalisations. The protocol's subsets are the module's business.
         pose_quantiles: when set (``data.pose_quantiles``, e.g. ``[0.5, 0.9]``), the test faces
             get pose-bin flags ``pose_q0_50``, ``pose_q50_90``, ``pose_q90_100`` from the
             quantiles of their own |pose coefficient| (:func:`pose_quantile_flags`), for
@@ -102,7 +113,7 @@ class FaceDataModule(L.LightningDataModule):
         augment: Callable[..., TrainAugmentation] | None = None,
         balance: Balance | None = None,
         pin_memory: bool = True,
-        protocol: EvaluationProtocol | None = None,
+        protocol: ScoredIn | None = None,
         pose_quantiles: Sequence[float] | None = None,
         seed: int = 0,
         on_bad_sample: str = "error",
@@ -144,7 +155,9 @@ class FaceDataModule(L.LightningDataModule):
         self.augment = augment
         self.balance = balance if balance is not None else NoBalance()
         self.pin_memory = pin_memory
-        self.protocol = protocol if protocol is not None else EvaluationProtocol()
+        self.normalisations = list(
+            protocol.normalisations if protocol is not None else DEFAULT_NORMALISATIONS
+        )
         self.pose_quantiles = None if pose_quantiles is None else list(pose_quantiles)
         self.seed = int(seed)
         self.on_device = on_device
@@ -159,8 +172,8 @@ class FaceDataModule(L.LightningDataModule):
     def _crops(self, split: str) -> ContextCrops:
         if split not in self.crops:
             faces = self.source.load(split)
-            # evaluated splits are scored in every normalisation of the protocol
-            norms = [] if split == "train" else list(self.protocol.normalisations)
+            # evaluated splits are scored in every normalisation
+            norms = [] if split == "train" else self.normalisations
             faces = screen_faces(faces, split, self.on_bad_sample, norms, self.scheme)
             self._record_dropped(split, faces.dropped)
             if faces.num_points != self.num_points:
@@ -219,10 +232,10 @@ class FaceDataModule(L.LightningDataModule):
         if stage in (None, "test", "predict"):
             self._crops("test")
 
-    def test_subset_masks(self) -> dict[str, np.ndarray]:
-        """Bool masks over the test faces for each subset of ``data.protocol.subsets``."""
-        crops = self._crops("test")
-        return self.protocol.subset_masks(crops.attributes, len(crops))
+    def test_attributes(self) -> dict[str, np.ndarray]:
+        """The test faces' named ``(N,)`` bool flags (source folders, pose bins), by test face
+        index: what the evaluation protocol's subsets are made of."""
+        return dict(self._crops("test").attributes)
 
     def test_names(self) -> list[str]:
         """The name (file) of each test face, by test face index."""

@@ -2,8 +2,8 @@
 
 Results: ``landmarks.json`` (per image: size and faces with box, score and landmarks),
 ``landmarks.csv`` (one row per landmark: image, face, point, x, y) and ``overlays/<image name>``
-(the image with each face's box and landmark dots). Coordinates are 0-based image pixels with
-the centre of pixel ``i`` at ``i``.
+(the image with each face's box and landmark dots, :func:`wingface.plots.draw_overlay`).
+Coordinates are 0-based image pixels with the centre of pixel ``i`` at ``i``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from typing import Any
 import cv2
 import numpy as np
 
-from wingface.callbacks.validation_panel import GROUND_TRUTH_RGB, PREDICTION_RGB
 from wingface.data.files import IMAGE_SUFFIXES
 from wingface.fault_tolerance import write_atomically
 from wingface.inference.predictor import FaceLandmarks, as_boxes
@@ -146,30 +145,6 @@ def write_csv(path: Path, results: dict[str, dict[str, Any]]) -> Path:
                 writer.writerow([name, face_index, point, x, y])
     text = rows.getvalue().encode()
     return write_atomically(path, lambda handle: handle.write(text))
-
-
-def draw_overlay(
-    image: np.ndarray, faces: list[FaceLandmarks], dot_radius: float = 0.012
-) -> np.ndarray:
-    """A copy of a ``(H, W, 3)`` uint8 RGB image with each face's box and landmark dots.
-
-    Args:
-        dot_radius: dot radius as a fraction of the face box's longer side (at least 1 px).
-    """
-    canvas = image.copy()
-    frac = 16  # sub-pixel drawing: coordinates in 1/16 px (cv2 shift=4)
-    thickness = max(1, round(min(image.shape[:2]) / 300))
-    for face in faces:
-        x0, y0, x1, y1 = face.box
-        # a box edge at x0 - 0.5 .. x1 - 0.5 pixel boundaries: draw through the centre pixels
-        corner0 = (round((x0 + 0.5) * frac), round((y0 + 0.5) * frac))
-        corner1 = (round((x1 - 0.5) * frac), round((y1 - 0.5) * frac))
-        cv2.rectangle(canvas, corner0, corner1, GROUND_TRUTH_RGB, thickness, cv2.LINE_AA, 4)
-        radius = max(1.0, dot_radius * max(x1 - x0, y1 - y0))
-        for x, y in face.landmarks:
-            centre = (round(float(x) * frac), round(float(y) * frac))
-            cv2.circle(canvas, centre, round(radius * frac), PREDICTION_RGB, -1, cv2.LINE_AA, 4)
-    return canvas
 
 
 def write_image(path: Path, image: np.ndarray) -> Path:
