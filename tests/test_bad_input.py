@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
 from entry_points import call_script
+from wingface.callbacks.run_record import RunRecord
 from wingface.data.checks import (
     OUTSIDE_TOLERANCE,
     BadSamples,
@@ -32,7 +33,6 @@ from wingface.data.formats.wflw import load_wflw
 from wingface.inference.files import read_boxes_file
 from wingface.metrics import normalising_distance, normalising_distances
 from wingface.pipeline import prepare_run
-from wingface.provenance import RunRecord
 
 W, H = 80, 90  # image size of the generated 300-W faces (pixels)
 

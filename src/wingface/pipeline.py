@@ -20,6 +20,7 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from wingface.callbacks.run_record import RunRecord
 from wingface.callbacks.test_report import TestReport
 from wingface.evaluation import EvaluationProtocol
 from wingface.fault_tolerance import (
@@ -32,7 +33,6 @@ from wingface.fault_tolerance import (
 from wingface.module import LandmarkModule
 from wingface.optim import scale_optimizer_lr
 from wingface.preflight import check_checkpoint_matches, check_run_config
-from wingface.provenance import RunRecord
 from wingface.run_folder import (
     CHECKPOINT_FOLDER,
     check_resume,
@@ -94,7 +94,7 @@ def checkpoint_folder(cfg: DictConfig) -> Path:
 
 def build_callbacks(cfg: DictConfig, with_logger: bool = True) -> list[L.Callback]:
     """Instantiate every callback under ``cfg.callbacks``, plus, always, the run's provenance
-    record (:class:`~wingface.provenance.RunRecord`), the test report
+    record (:class:`~wingface.callbacks.run_record.RunRecord`), the test report
     (:class:`~wingface.callbacks.test_report.TestReport`), step-keyed training randomness
     (:class:`~wingface.fault_tolerance.StepRandomness`) and the checkpoint on SIGTERM
     (:class:`~wingface.fault_tolerance.InterruptCheckpoint`).

@@ -155,14 +155,14 @@ def check_checkpoint_matches(
     """Check that ``ckpt_path`` is a checkpoint whose weights fit ``module``.
 
     Compares parameter names and shapes; the message names the model the checkpoint holds
-    (recorded in it by :class:`~wingface.provenance.RunRecord`, else its recorded run config)
-    and the one the config builds.
+    (recorded in it by :class:`~wingface.callbacks.run_record.RunRecord`, else its recorded
+    run config) and the one the config builds.
 
     Raises:
         FileNotFoundError, ValueError: see :func:`load_checkpoint_file`; ValueError when the
             weights do not fit.
     """
-    from wingface.provenance import MODEL_CONFIG_KEY, MODEL_OPTION_KEY
+    from wingface.callbacks.run_record import MODEL_CONFIG_KEY, MODEL_OPTION_KEY
 
     checkpoint = load_checkpoint_file(ckpt_path)
     stored = checkpoint["state_dict"]
