@@ -265,3 +265,13 @@ def test_run_group_override_composes_the_option_with_the_runs_overrides() -> Non
         assert run_cfg.loss == expected.loss
         with pytest.raises(ValueError, match="experiment"):
             apply_run_overrides(run_cfg, ["experiment=gpu_fast"], recorded_overrides=[])
+
+
+def test_run_group_and_new_key_overrides_together() -> None:
+    """A key the run's config lacks (an older run) is added with ``+`` beside a group override:
+    the key overrides apply to the run's config, not to the group's composition."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        run_cfg = compose("train", overrides=["loss=l1", "~test_time_flip"])  # an older run
+        apply_run_overrides(run_cfg, ["logger=none", "+test_time_flip=true"], ["loss=l1"])
+        assert run_cfg.test_time_flip is True
+        assert run_cfg.logger == compose("train", overrides=["logger=none"]).logger

@@ -75,8 +75,9 @@ def apply_run_overrides(
     Key overrides (``data.root=…``, ``+key=…``, ``~key``, lists, quoting) follow Hydra's
     grammar and rules: a key the run's config lacks is an error unless added with ``+``. A
     group override (``data=300w``) replaces that group's node with the option as the run's own
-    overrides (``recorded_overrides``, from ``.hydra/overrides.yaml``) plus ``overrides``
-    compose it, so ``data=300w data.root=…`` evaluates a run on another dataset.
+    overrides (``recorded_overrides``, from ``.hydra/overrides.yaml``) plus the group overrides
+    compose it; the key overrides then apply, so ``data=300w data.root=…`` evaluates a run on
+    another dataset.
 
     Raises:
         ValueError: a global group (``experiment=…``) or an unknown group.
@@ -97,7 +98,8 @@ def apply_run_overrides(
                 "overrides (e.g. data.root=…) or a group such as data=…"
             )
         kept = [o for o in recorded_overrides if not o.startswith(("hydra.", "ckpt_path="))]
-        composed = compose("train", overrides=[*kept, *overrides])
+        # the key overrides are applied to the run's config below, not to this composition
+        composed = compose("train", overrides=[*kept, *(o.input_line for o in groups)])
         for name in names:
             run_cfg[name] = composed[name]
     if keys:

@@ -15,6 +15,7 @@ from torchmetrics import CatMetric, MinMetric
 
 from wingface.callbacks.test_report import TestOutcome
 from wingface.evaluation import EvaluationProtocol
+from wingface.landmarks import get_scheme
 from wingface.metrics import LandmarkNME, PerLandmarkNME
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,15 @@ def check_model_and_loss(net: nn.Module, loss: nn.Module) -> None:
             f"gradient, so it trains with a heatmap loss (loss=awing), not "
             f"{type(loss).__name__}"
         )
+
+
+def unflip_points(points: torch.Tensor, flip_permutation: torch.Tensor, width: int) -> torch.Tensor:
+    """``(B, L, 2)`` landmarks predicted on horizontally mirrored ``width``-pixel images → the
+    same landmarks on the original images: x mirrored about the image centre (pixel centres
+    at integers, so ``x → width - 1 - x``) and points re-indexed (``flip_permutation[i]`` is the
+    point that mirrors point ``i``)."""
+    unflipped = points[:, flip_permutation]
+    return torch.stack([(width - 1) - unflipped[..., 0], unflipped[..., 1]], dim=-1)
 
 
 class LandmarkModule(L.LightningModule):
@@ -85,6 +95,10 @@ class LandmarkModule(L.LightningModule):
         test_subsets: subset name → ``(N,)`` bool mask over the test faces (by the batches'
             ``index``), the protocol's subsets the test split has; each is reported under
             ``test/<subset>/``.
+        test_time_flip: outside training, average the prediction with the re-indexed
+            prediction for the mirrored image (``test_time_flip``; validation, test and
+            prediction; twice the inference cost). Multi-stage (``stage_outputs``) and heatmap
+            training losses are unaffected; their validation uses the plain prediction.
 
     A network with a ``stage_outputs(images, target)`` method (the cascade) is trained on the
     sum of the loss over its stages, each ``(prediction, target)`` in that stage's pixels.
@@ -103,6 +117,7 @@ class LandmarkModule(L.LightningModule):
         scheme: str = "300w",
         mean_shape: torch.Tensor | None = None,
         test_subsets: Mapping[str, np.ndarray] | None = None,
+        test_time_flip: bool = False,
     ) -> None:
         super().__init__()
         check_model_and_loss(net, loss)
@@ -124,6 +139,10 @@ class LandmarkModule(L.LightningModule):
         if mean_shape is not None:
             self.mean_shape.copy_(mean_shape)
         self.test_subsets = dict(test_subsets or {})
+        self.test_time_flip = test_time_flip
+        # not saved: a property of the scheme, not of the weights
+        flip = torch.from_numpy(get_scheme(scheme).flip_array()).long()
+        self.register_buffer("flip_permutation", flip, persistent=False)
         self.protocol = protocol if protocol is not None else EvaluationProtocol()
         norms = self.protocol.normalisations
         self.val_metrics = nn.ModuleDict({n: LandmarkNME(n, scheme) for n in norms})
@@ -144,9 +163,15 @@ class LandmarkModule(L.LightningModule):
         return images
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, S, S)`` uint8 (or float 0–255) images → ``(B, L, 2)`` landmark pixels."""
+        """``(B, 3, S, S)`` uint8 (or float 0–255) images → ``(B, L, 2)`` landmark pixels
+        (flip-averaged outside training with ``test_time_flip``)."""
         compiled = self.__dict__["compiled_net"]
-        return (self.net if compiled is None else compiled)(self._normalise(images))
+        net = self.net if compiled is None else compiled
+        pred = net(self._normalise(images))
+        if not self.test_time_flip or self.training:
+            return pred
+        mirrored = net(self._normalise(images.flip(-1)))
+        return (pred + unflip_points(mirrored, self.flip_permutation, images.shape[-1])) / 2
 
     def prediction_and_loss(
         self, batch: dict[str, torch.Tensor]

@@ -133,9 +133,9 @@ def build_module(
 ) -> LandmarkModule:
     """The LightningModule of ``cfg``: ``model``, ``loss`` and ``optim`` groups (the learning
     rate scaled to ``data.batch_size`` by ``optim.lr_scaling``), the evaluation protocol and
-    landmark scheme of ``data``, and the ``channels_last`` / ``compile`` switches (for run
-    configs that predate them: channels-last on, compile off); ``mean_shape`` and
-    ``test_subsets`` are what it needs from the data (see :func:`data_inputs`)."""
+    landmark scheme of ``data``, and the ``channels_last`` / ``compile`` / ``test_time_flip``
+    switches (for run configs that predate them: channels-last on, the others off);
+    ``mean_shape`` and ``test_subsets`` are what it needs from the data (:func:`data_inputs`)."""
     return LandmarkModule(
         net=instantiate(cfg.model),
         loss=instantiate(cfg.loss),
@@ -153,6 +153,7 @@ def build_module(
         scheme=str(cfg.data.get("scheme", "300w")),
         mean_shape=mean_shape,
         test_subsets=test_subsets,
+        test_time_flip=bool(cfg.get("test_time_flip", False)),
     )
 
 
