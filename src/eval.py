@@ -1,6 +1,7 @@
-"""Re-evaluate a finished run with its own config:
+"""Re-evaluate a finished run, or a model file, with its own config:
 
     python src/eval.py ckpt_path=<run>/checkpoints/<file>.ckpt [override ...]
+    python src/eval.py data.root=<300-W layout folder> [override ...]   # the bundled model
 
 Overrides other than ``ckpt_path``, ``task_name``, ``paths.*`` and ``hydra.*`` change the run's
 config as on ``src/train.py``'s command line, e.g. ``data.eval_batch_size=64`` or
@@ -25,12 +26,8 @@ from wingface.config import (
     register_resolvers,
     split_eval_arguments,
 )
+from wingface.inference.model_file import checkpoint_or_bundled_model, checkpoint_run_config
 from wingface.pipeline import evaluate
-from wingface.run_folder import (
-    recorded_overrides,
-    run_config_of_checkpoint,
-    run_folder_of_checkpoint,
-)
 
 register_resolvers()
 load_dotenv_file()
@@ -44,12 +41,12 @@ def main() -> None:
 
     @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
     def evaluate_run(cfg: DictConfig) -> None:
-        run_cfg = run_config_of_checkpoint(cfg.ckpt_path)
-        recorded = recorded_overrides(run_folder_of_checkpoint(cfg.ckpt_path))
+        ckpt_path = checkpoint_or_bundled_model(cfg.ckpt_path)
+        run_cfg, recorded = checkpoint_run_config(ckpt_path)
         apply_run_overrides(run_cfg, run_overrides, recorded)
         run_cfg.paths = cfg.paths
         run_cfg.task_name = cfg.task_name
-        metrics = evaluate(run_cfg, cfg.ckpt_path)
+        metrics = evaluate(run_cfg, str(ckpt_path))
         log.info("%s", OmegaConf.to_yaml({k: round(v, 6) for k, v in sorted(metrics.items())}))
 
     evaluate_run()

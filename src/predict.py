@@ -25,6 +25,7 @@ from wingface.inference.files import (
     write_image,
     write_json,
 )
+from wingface.inference.model_file import checkpoint_or_bundled_model
 from wingface.inference.predictor import LandmarkPredictor
 from wingface.plots import draw_overlay
 
@@ -34,12 +35,8 @@ log = logging.getLogger(__name__)
 
 
 def build_predictor(cfg: DictConfig) -> LandmarkPredictor:
-    """The predictor of ``cfg.ckpt_path`` with the configured detector and calibration."""
-    if not cfg.get("ckpt_path"):
-        raise ValueError(
-            "ckpt_path: give the checkpoint to predict with, e.g. "
-            "ckpt_path=outputs/train/runs/<run>/checkpoints/last.ckpt"
-        )
+    """The predictor of ``cfg.ckpt_path`` (the bundled model when null) with the configured
+    detector and calibration."""
     calibration = None
     if cfg.get("calibration") is not None:
         values = OmegaConf.to_container(cfg.calibration)
@@ -47,7 +44,7 @@ def build_predictor(cfg: DictConfig) -> LandmarkPredictor:
             raise ValueError(f"calibration: expected {{side, shift_x, shift_y}}, got {values}")
         calibration = BoxCalibration(**values)
     return LandmarkPredictor.from_checkpoint(
-        cfg.ckpt_path,
+        checkpoint_or_bundled_model(cfg.get("ckpt_path")),
         device=cfg.device,
         detector=DlibFaceDetector(**cfg.detector),
         calibration=calibration,
@@ -90,7 +87,8 @@ def main(cfg: DictConfig) -> None:
             "faces": [face_record(face, source) for face in faces],
         }
         write_image(out / "overlays" / name, draw_overlay(image, faces, cfg.dot_radius))
-    meta = {"checkpoint": str(cfg.ckpt_path), "input": str(cfg.input), "unreadable": unreadable}
+    checkpoint = checkpoint_or_bundled_model(cfg.get("ckpt_path"))
+    meta = {"checkpoint": str(checkpoint), "input": str(cfg.input), "unreadable": unreadable}
     write_json(out / "landmarks.json", results, meta)
     write_csv(out / "landmarks.csv", results)
     total = sum(len(r["faces"]) for r in results.values())

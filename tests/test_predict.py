@@ -375,7 +375,7 @@ def test_predict_errors_name_the_missing_checkpoint_and_the_empty_input(
 
     no_checkpoint = run_predict([f"input={folder}", f"hydra.run.dir={tmp_path}/c"], subprocess_env)
     assert no_checkpoint.returncode != 0
-    assert "ckpt_path: give the checkpoint to predict with" in no_checkpoint.stderr
+    assert "ckpt_path: none given and the bundled model" in no_checkpoint.stderr
 
 
 @pytest.mark.slow

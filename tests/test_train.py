@@ -6,10 +6,14 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from entry_points import run_script
+from wingface.inference.model_file import export_model
+from wingface.inference.predictor import LandmarkPredictor
 from wingface.pipeline import train
 
 
@@ -143,6 +147,22 @@ def test_eval_reproduces_the_test_numbers_of_training(
     subset = json.loads((subset_dir / "metrics.json").read_text())
     first = [float(r["nme_inter_ocular"]) for r in rows[:16]]
     assert subset["test/nme"] == pytest.approx(sum(first) / 16, abs=1e-5)
+
+    # the run as a model file (float16 weights, the run's config inside), away from its run
+    # folder: evaluated and used for prediction as the checkpoint is, up to float16 rounding
+    model = export_model(best[0], tmp_path / "elsewhere" / "model.ckpt")
+    assert model.stat().st_size < 0.6 * best[0].stat().st_size
+    model_dir = tmp_path / "eval_model"
+    run_script("eval.py", [f"ckpt_path={model}", f"hydra.run.dir={model_dir}"], subprocess_env)
+    from_model = json.loads((model_dir / "metrics.json").read_text())
+    assert from_model["test/nme"] == pytest.approx(trained["test/nme"], abs=2e-3)
+    assert from_model["test/nme"] != trained["test/nme"]  # the weights are float16
+    images = torch.randint(0, 256, (2, 128, 128, 3), dtype=torch.uint8).numpy()
+    boxes = np.array([[30.0, 30.0, 98.0, 98.0]])
+    for image in images:
+        expected = LandmarkPredictor.from_checkpoint(best[0])(image, boxes)[0].landmarks
+        found = LandmarkPredictor.from_checkpoint(model)(image, boxes)[0].landmarks
+        np.testing.assert_allclose(found, expected, atol=0.1)
 
 
 @pytest.mark.slow

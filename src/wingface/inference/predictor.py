@@ -145,7 +145,8 @@ def crop_points_to_image(points: np.ndarray, matrices: np.ndarray) -> np.ndarray
 def load_landmark_module(
     ckpt_path: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[LandmarkModule, DictConfig]:
-    """The LightningModule of a checkpoint, built from the run config saved beside it.
+    """The LightningModule of a checkpoint, built from the run config saved beside it (or, for
+    a model file, in it).
 
     Returns:
         ``(module in eval mode on device, run config)``.
@@ -154,11 +155,11 @@ def load_landmark_module(
         FileNotFoundError: naming ``ckpt_path`` when the file or its run config is missing.
     """
     from wingface.config import register_resolvers
+    from wingface.inference.model_file import checkpoint_run_config
     from wingface.pipeline import build_module
-    from wingface.run_folder import run_config_of_checkpoint
 
     register_resolvers()
-    run_cfg = run_config_of_checkpoint(ckpt_path)
+    run_cfg, _ = checkpoint_run_config(ckpt_path)
     module = build_module(run_cfg)
     checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     if "state_dict" not in checkpoint:

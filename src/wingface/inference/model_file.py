@@ -1,0 +1,97 @@
+"""A trained model in one file, ready to use: float16 weights and the run config that built them.
+
+    python experiments/export_model.py <run>/checkpoints/epoch_123.ckpt models/<name>.ckpt
+
+A model file is a minimal Lightning checkpoint (``state_dict`` in float16, the Lightning
+version) that also carries its run's recorded config and command-line overrides
+(:data:`MODEL_RECORD_KEY`), so it needs no run folder beside it: ``src/predict.py``,
+``src/eval.py`` and :class:`~wingface.inference.predictor.LandmarkPredictor` take it wherever
+they take a training checkpoint (:func:`checkpoint_run_config` finds the config either way).
+The weights load into the float32 network unchanged but for the float16 rounding.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from wingface.config import PROJECT_ROOT
+from wingface.fault_tolerance import write_atomically
+from wingface.preflight import load_checkpoint_file
+from wingface.run_folder import (
+    recorded_overrides,
+    run_config_of_checkpoint,
+    run_folder_of_checkpoint,
+)
+
+MODEL_RECORD_KEY = "wingface_model"
+"""The key of a model file's record: ``{"config": run config, "overrides": [...]}``."""
+
+BUNDLED_MODEL = PROJECT_ROOT / "models" / "cnn6_wing_300w.ckpt"
+"""The model ``src/predict.py`` and ``src/eval.py`` use when no ``ckpt_path`` is given (see
+``models/README.md``, its model card)."""
+
+
+def export_model(ckpt_path: str | Path, out_path: str | Path) -> Path:
+    """Write the model file of a training checkpoint: its module's weights in float16 (other
+    tensors as they are) and its run's recorded config and overrides.
+
+    Raises:
+        FileNotFoundError, ValueError: ``ckpt_path`` is not a checkpoint of a run folder.
+    """
+    checkpoint = load_checkpoint_file(ckpt_path)
+    run_cfg, overrides = checkpoint_run_config(ckpt_path)
+    weights = {
+        name: value.to(torch.float16) if value.is_floating_point() else value
+        for name, value in checkpoint["state_dict"].items()
+    }
+    model = {
+        "state_dict": weights,
+        "pytorch-lightning_version": lightning.__version__,
+        MODEL_RECORD_KEY: {
+            "config": OmegaConf.to_container(run_cfg, resolve=False),
+            "overrides": list(overrides),
+        },
+    }
+    return write_atomically(Path(out_path), lambda handle: torch.save(model, handle))
+
+
+def model_record(ckpt_path: str | Path) -> dict[str, Any] | None:
+    """The record of a model file (None for a training checkpoint)."""
+    return load_checkpoint_file(ckpt_path).get(MODEL_RECORD_KEY)
+
+
+def checkpoint_run_config(ckpt_path: str | Path) -> tuple[DictConfig, list[str]]:
+    """``(run config, the run's command-line overrides)`` of a model file (from its record) or
+    of a training checkpoint (from its run folder's ``.hydra/``).
+
+    Raises:
+        FileNotFoundError: naming ``ckpt_path`` or the run config it lacks.
+    """
+    record = model_record(ckpt_path)
+    if record is not None:
+        run_cfg = OmegaConf.create(record["config"])
+        assert isinstance(run_cfg, DictConfig)
+        return run_cfg, [str(o) for o in record["overrides"]]
+    folder = run_folder_of_checkpoint(ckpt_path)
+    return run_config_of_checkpoint(ckpt_path), recorded_overrides(folder)
+
+
+def checkpoint_or_bundled_model(ckpt_path: str | Path | None) -> Path:
+    """``ckpt_path``, or the bundled model (:data:`BUNDLED_MODEL`) when it is None.
+
+    Raises:
+        FileNotFoundError: no ``ckpt_path`` and no bundled model in this copy.
+    """
+    if ckpt_path is not None:
+        return Path(ckpt_path)
+    if not BUNDLED_MODEL.is_file():
+        raise FileNotFoundError(
+            f"ckpt_path: none given and the bundled model {BUNDLED_MODEL} is missing: "
+            "give ckpt_path=<run>/checkpoints/<file>.ckpt"
+        )
+    return BUNDLED_MODEL
