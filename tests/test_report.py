@@ -25,10 +25,13 @@ from entry_points import run_script
 from wingface.callbacks.sweep_summary import SweepSummary
 from wingface.config import PROJECT_ROOT, compose_config
 from wingface.report import (
+    LAST_FIFTH_COLUMN,
     build_report,
+    last_fifth_gain,
     load_jobs,
     nme_grids,
     pose_bars,
+    validation_curve,
     worst_faces,
     write_report,
 )
@@ -459,3 +462,38 @@ def test_sweep_summary_callback_writes_the_report_and_a_wandb_summary_run(
     assert "5 jobs, 4 finished" in (sweep / "report.md").read_text()
     (summary,) = (sweep / "wandb").glob("offline-run-*")
     assert list(summary.glob("*.wandb"))  # the summary run's records
+
+
+def write_csv_log(job: Path, version: int, rows: Sequence[tuple[int, float]]) -> None:
+    """A ``logger=csv`` metrics file of one launch: a training row then a validation row per
+    epoch, as Lightning's CSVLogger writes them (empty cells for the other metrics)."""
+    folder = job / "csv" / f"version_{version}"
+    folder.mkdir(parents=True)
+    with (folder / "metrics.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["epoch", "step", "train/loss_epoch", "val/nme", "val/nme_best"])
+        for epoch, nme in rows:
+            writer.writerow([epoch, 10 * epoch + 9, 500.0, "", ""])
+            writer.writerow([epoch, 10 * epoch + 9, "", nme, nme])
+
+
+def test_validation_curves_join_resumed_launches_and_measure_the_last_fifth(
+    tmp_path: Path,
+) -> None:
+    sweep = tmp_path / "sweep"
+    job = write_job(sweep, 0, ["loss=wing"], metrics_of(0.05))
+    # epochs 0-5 in the first launch; the resumed launch repeats epoch 5 and goes on to 9
+    write_csv_log(job, 0, [(e, 0.30 - 0.02 * e) for e in range(6)])
+    write_csv_log(job, 1, [(5, 0.19), *((e, 0.20 - 0.01 * e) for e in range(6, 10))])
+    (loaded,) = load_jobs(sweep)
+    epochs, nmes = validation_curve(loaded)
+    np.testing.assert_array_equal(epochs, np.arange(10))
+    assert nmes[5] == pytest.approx(0.19)  # the resumed launch's value
+    # last fifth = epochs 8 and 9: best before 0.13 (epoch 7), best within 0.11 (epoch 9)
+    assert last_fifth_gain(nmes) == pytest.approx(0.02)
+    assert last_fifth_gain(np.array([0.3, 0.2, 0.1, 0.1, 0.12])) == pytest.approx(-0.02)
+    assert np.isnan(last_fifth_gain(nmes[:4]))
+    report = write_report(sweep)
+    column = report.columns.index(LAST_FIFTH_COLUMN)
+    assert report.rows[0][column] == pytest.approx(2.0)
+    assert report.figures["val_nme_curves"].read_bytes()[:8] == PNG_SIGNATURE

@@ -3,7 +3,8 @@ the landmark drawings on face images (OpenCV, returned as RGB arrays).
 
 Charts: :func:`plot_ced` (cumulative error distributions), :func:`plot_nme_per_pose`,
 :func:`plot_nme_per_landmark`, :func:`plot_value_grids` (heat maps over a parameter grid, e.g.
-Wing's w and ε) and :func:`plot_grouped_bars`. Drawings: :func:`draw_landmarks` (truth and
+Wing's w and ε), :func:`plot_grouped_bars` and :func:`plot_curves` (e.g. validation NME per
+epoch). Drawings: :func:`draw_landmarks` (truth and
 prediction on a face crop), :func:`draw_overlay` (boxes and landmarks on a photo) and
 :func:`tile_grid` (a contact sheet).
 """
@@ -263,4 +264,29 @@ def plot_nme_per_landmark(rows: list[list], path: Path, title: str = "") -> Path
     ax.set_ylabel("NME %")
     ax.set_xlim(-1, len(rows))
     ax.grid(axis="y", alpha=0.3)
+    return _save_figure(fig, ax, path, title)
+
+
+def plot_curves(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    path: str | Path,
+    x_label: str,
+    y_label: str,
+    title: str = "",
+) -> Path:
+    """Save one line per named ``(x (N,), y (N,))`` curve as a PNG (e.g. validation NME per
+    epoch of each job of a sweep); the y axis spans the curves' 2nd to 98th percentiles so
+    that early epochs do not flatten the end."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    values = np.concatenate([np.asarray(y, dtype=float) for _, y in curves.values()])
+    for label, (x, y) in curves.items():
+        ax.plot(np.asarray(x), np.asarray(y), label=label, linewidth=1.2)
+    if values.size:
+        low, high = np.percentile(values, [2, 98])
+        ax.set_ylim(low - 0.05 * (high - low), high + 0.05 * (high - low))
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     return _save_figure(fig, ax, path, title)

@@ -30,7 +30,7 @@ import numpy as np
 import yaml
 
 from wingface.metrics import NORMALISATIONS
-from wingface.plots import plot_ced, plot_grouped_bars, plot_value_grids
+from wingface.plots import plot_ced, plot_curves, plot_grouped_bars, plot_value_grids
 from wingface.run_folder import CONFIG_FILE, RECORD_FOLDER, recorded_overrides
 
 __all__ = [
@@ -56,8 +56,12 @@ FIGURES: dict[str, str] = {
     "ced": "ced.png",
     "nme_heatmap_w_eps": "nme_heatmap_w_eps.png",
     "nme_per_pose_by_job": "nme_per_pose_by_job.png",
+    "val_nme_curves": "val_nme_curves.png",
 }
 """Figure name → file name in the sweep folder (distinct from the per-job plots' names)."""
+
+LAST_FIFTH_COLUMN = "val gain, last fifth (pp)"
+"""Table column: :func:`last_fifth_gain` of the job's validation curve, in percentage points."""
 
 NOT_FINISHED = "not finished"
 FINISHED = "finished"
@@ -328,15 +332,21 @@ def _job_values(job: Job) -> dict[str, float]:
         values["nme_mean_shape %"] = 100 * metrics["test/nme_mean_shape"]
     if "val/nme_best" in metrics:
         values["val/nme_best %"] = 100 * metrics["val/nme_best"]
+    _, nmes = validation_curve(job)
+    if len(nmes) >= 5:
+        values[LAST_FIFTH_COLUMN] = 100 * last_fifth_gain(nmes)
     if "time/fit_seconds" in metrics:
         values["fit time (min)"] = metrics["time/fit_seconds"] / 60
     return values
 
 
 def _column_rank(column: str) -> int:
-    """Column order: NMEs, FRs, AUCs, subset NMEs, mean-shape NME, val/nme_best, fit time."""
+    """Column order: NMEs, FRs, AUCs, subset NMEs, mean-shape NME, val/nme_best, the last
+    fifth's validation gain, fit time."""
     if column == "nme_mean_shape %":
         return 4
+    if column == LAST_FIFTH_COLUMN:
+        return 5
     for prefix, rank in (("fr_", 1), ("auc_", 2), ("val/", 5), ("fit ", 6)):
         if column.startswith(prefix):
             return rank
@@ -351,7 +361,9 @@ def report_table(jobs: Sequence[Job]) -> tuple[list[str], list[list]]:
     ``nme_<norm> %`` for every normalisation (primary first; ``test/nme`` is named after the
     job's primary normalisation), ``fr_<t> %`` and ``auc_<t>`` for each threshold (of the
     primary normalisation), ``<subset>/nme %`` for the test subsets other than pose bins,
-    ``nme_mean_shape %`` (the mean-shape baseline), ``val/nme_best %`` and ``fit time (min)``.
+    ``nme_mean_shape %`` (the mean-shape baseline), ``val/nme_best %``, the validation NME's gain
+    over the last fifth of the epochs (:data:`LAST_FIFTH_COLUMN`, with CSV logs) and
+    ``fit time (min)``.
 
     Returns:
         ``(columns, rows)``; a job without a value in a column has ``None`` there.
@@ -462,6 +474,37 @@ def pose_bars(jobs: Sequence[Job]) -> PoseBars | None:
     return PoseBars(bins=bins, faces=faces, series=series, note=note)
 
 
+def validation_curve(job: Job) -> tuple[np.ndarray, np.ndarray]:
+    """``(epochs, val/nme)`` of a job, from its CSV logs (``logger=csv``, alone or beside W&B:
+    ``<job>/csv/version_*/metrics.csv``, one version per launch; a resumed launch's epochs
+    replace the same epochs of earlier ones). Empty arrays without CSV logs."""
+    by_epoch: dict[int, float] = {}
+    versions = sorted(
+        (job.path / "csv").glob("version_*/metrics.csv"),
+        key=lambda p: int(p.parent.name.removeprefix("version_") or 0),
+    )
+    for path in versions:
+        rows = _read_csv(path)
+        if not rows or "val/nme" not in rows[0] or "epoch" not in rows[0]:
+            continue
+        epoch_col, nme_col = rows[0].index("epoch"), rows[0].index("val/nme")
+        for row in rows[1:]:
+            if len(row) > nme_col and row[nme_col] and row[epoch_col]:
+                by_epoch[int(float(row[epoch_col]))] = float(row[nme_col])
+    epochs = np.array(sorted(by_epoch), dtype=np.int64)
+    return epochs, np.array([by_epoch[e] for e in epochs], dtype=np.float64)
+
+
+def last_fifth_gain(nmes: np.ndarray) -> float:
+    """How much the best validation NME improved over the last fifth of the epochs: the best
+    before it minus the best within it (fractions; <= 0 means no improvement, NaN when fewer
+    than five epochs). A converged run gains next to nothing there."""
+    if len(nmes) < 5:
+        return math.nan
+    split = len(nmes) - len(nmes) // 5
+    return float(np.min(nmes[:split]) - np.min(nmes[split:]))
+
+
 def ced_curves(jobs: Sequence[Job]) -> dict[str, np.ndarray]:
     """Job label → ``(N,)`` per-face test NMEs (fractions, primary normalisation) of each
     finished job that wrote ``test_per_image.csv``."""
@@ -561,6 +604,16 @@ def write_figures(
             f"test NME (%, {norm})",
             f"{prefix}NME per pose bin{note}",
         )
+    validation = {job.label or job.path.name: validation_curve(job) for job in jobs}
+    validation = {label: curve for label, curve in validation.items() if len(curve[0])}
+    if validation:
+        figures["val_nme_curves"] = plot_curves(
+            {label: (epochs, 100.0 * nmes) for label, (epochs, nmes) in validation.items()},
+            folder / FIGURES["val_nme_curves"],
+            x_label="epoch",
+            y_label=f"validation NME (%, {norm})",
+            title=f"{prefix}validation NME per epoch",
+        )
     return figures
 
 
@@ -625,6 +678,7 @@ def write_report(sweep_dir: Path, threshold: float | None = None) -> SweepReport
         "ced": "Test CED curves",
         "nme_heatmap_w_eps": "Test NME over loss.w × loss.eps",
         "nme_per_pose_by_job": "Test NME per pose bin",
+        "val_nme_curves": "Validation NME per epoch",
     }
     markdown = _markdown(sweep_dir, jobs, columns, rows)
     if figures:
