@@ -83,6 +83,17 @@ def test_non_experiment_keys_may_change_on_resume(tmp_path: Path) -> None:
     }
 
 
+def test_a_switch_added_later_at_its_old_behaviour_is_no_change() -> None:
+    """A run recorded before ``test_time_flip`` existed trained without it: resuming with the
+    switch off changes nothing, with it on changes the run."""
+    recorded = OmegaConf.create({"seed": 1, "data": {"batch_size": 64}})
+    assert config_differences(recorded, OmegaConf.merge(recorded, {"test_time_flip": False})) == {}
+    on = OmegaConf.merge(recorded, {"test_time_flip": True})
+    assert config_differences(recorded, on) == {"test_time_flip": ("<absent>", True)}
+    removed = OmegaConf.create({"seed": 1, "data": {}})
+    assert "data.batch_size" in config_differences(recorded, removed)
+
+
 def test_a_fresh_launch_into_a_folder_with_checkpoints_is_refused(tmp_path: Path) -> None:
     cfg = _recorded(tmp_path)
     (tmp_path / "checkpoints").mkdir()

@@ -97,6 +97,15 @@ def test_flip_averaged_predictions_are_mirror_equivariant() -> None:
         torch.testing.assert_close(averaged(images), plain(images))
 
 
+def test_ema_decay_must_be_a_fraction() -> None:
+    from wingface.callbacks.ema import EMAWeights
+
+    with pytest.raises(ValueError, match=r"callbacks.ema.decay must be in \[0, 1\], got 1.5"):
+        EMAWeights(decay=1.5)
+    assert EMAWeights(decay=0.99).should_update(step_idx=0)
+
+
+@pytest.mark.slow
 def test_ema_checkpoints_hold_the_average_and_are_tested_as_saved(
     compose_train, small_data
 ) -> None:

@@ -121,6 +121,19 @@ depend on it)."""
 SCHEMES: dict[str, LandmarkScheme] = {s.name: s for s in (IBUG68, AFLW19, WFLW98, COFW29)}
 
 
+def scheme_with_points(num_points: int) -> LandmarkScheme:
+    """The landmark scheme of ``num_points`` points (each scheme has its own count).
+
+    Raises:
+        ValueError: no scheme has that many points.
+    """
+    for scheme in SCHEMES.values():
+        if scheme.num_points == num_points:
+            return scheme
+    counts = {s.name: s.num_points for s in SCHEMES.values()}
+    raise ValueError(f"no landmark scheme has {num_points} points (schemes: {counts})")
+
+
 def get_scheme(name: str) -> LandmarkScheme:
     """Look up a landmark scheme by name; raises ``KeyError`` naming the known schemes."""
     if name not in SCHEMES:

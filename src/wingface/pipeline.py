@@ -35,6 +35,7 @@ from wingface.optim import scale_optimizer_lr
 from wingface.preflight import check_checkpoint_matches, check_run_config
 from wingface.run_folder import (
     CHECKPOINT_FOLDER,
+    LATER_KEY_DEFAULTS,
     check_resume,
     claim_run_folder,
     launch_rank,
@@ -134,7 +135,8 @@ def build_module(
     """The LightningModule of ``cfg``: ``model``, ``loss`` and ``optim`` groups (the learning
     rate scaled to ``data.batch_size`` by ``optim.lr_scaling``), the evaluation protocol and
     landmark scheme of ``data``, and the ``channels_last`` / ``compile`` / ``test_time_flip``
-    switches (for run configs that predate them: channels-last on, the others off);
+    switches (for run configs that predate them: :data:`~wingface.run_folder.
+    LATER_KEY_DEFAULTS`);
     ``mean_shape`` and ``test_subsets`` are what it needs from the data (:func:`data_inputs`)."""
     return LandmarkModule(
         net=instantiate(cfg.model),
@@ -146,14 +148,16 @@ def build_module(
             rule=cfg.optim.get("lr_scaling", "none"),
         ),
         scheduler=instantiate(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None,
-        channels_last=bool(cfg.get("channels_last", True)),
-        compile=bool(cfg.get("compile", False)),
-        skip_nonfinite_loss=bool(cfg.get("skip_nonfinite_loss", False)),
+        channels_last=bool(cfg.get("channels_last", LATER_KEY_DEFAULTS["channels_last"])),
+        compile=bool(cfg.get("compile", LATER_KEY_DEFAULTS["compile"])),
+        skip_nonfinite_loss=bool(
+            cfg.get("skip_nonfinite_loss", LATER_KEY_DEFAULTS["skip_nonfinite_loss"])
+        ),
         protocol=build_protocol(cfg),
         scheme=str(cfg.data.get("scheme", "300w")),
         mean_shape=mean_shape,
         test_subsets=test_subsets,
-        test_time_flip=bool(cfg.get("test_time_flip", False)),
+        test_time_flip=bool(cfg.get("test_time_flip", LATER_KEY_DEFAULTS["test_time_flip"])),
     )
 
 

@@ -61,6 +61,10 @@ NON_EXPERIMENT_KEYS = (
     "data.eval_batch_size",
     "data.root",
     "data.output_dir",
+    "data.pose_quantiles",
+    "data.estimated_yaw_bins",
+    "data.protocol.subsets",
+    "data.protocol.pose_subsets",
     "logger",
     "paths",
     "ckpt_path",
@@ -70,7 +74,19 @@ NON_EXPERIMENT_KEYS = (
     "allow_config_change",
 )
 """Config keys (and key prefixes) that may differ when a run is resumed: how long it trains,
-how it logs, how its data is loaded and where files are, but not what it trains."""
+how it logs, how its data is loaded, where files are and which test subsets it reports, but not
+what it trains."""
+
+
+LATER_KEY_DEFAULTS: dict[str, Any] = {
+    "channels_last": True,
+    "compile": False,
+    "skip_nonfinite_loss": False,
+    "test_time_flip": False,
+}
+"""Switches added after runs were recorded, with the behaviour of a run config that lacks them
+(what such a run trained with): :func:`~wingface.pipeline.build_module` applies these to old
+run configs, and a resume that sets one of them to this value changes nothing."""
 
 
 class RunFolderBusyError(RuntimeError):
@@ -141,14 +157,21 @@ def _is_non_experiment(key: str) -> bool:
 
 def config_differences(recorded: DictConfig, new: DictConfig) -> dict[str, tuple[Any, Any]]:
     """``{key: (recorded value, new value)}`` for every leaf that differs (interpolations
-    compared as written, e.g. ``${model.input_size}``); a missing key reads ``<absent>``."""
+    compared as written, e.g. ``${model.input_size}``); a missing key reads ``<absent>``. A
+    key of :data:`LATER_KEY_DEFAULTS` missing from ``recorded`` and set to its default in
+    ``new`` is no difference: the recorded run trained with that behaviour."""
     old_flat = _flat(OmegaConf.to_container(recorded, resolve=False))
     new_flat = _flat(OmegaConf.to_container(new, resolve=False))
     missing = "<absent>"
-    return {
+    differences = {
         key: (old_flat.get(key, missing), new_flat.get(key, missing))
         for key in sorted(set(old_flat) | set(new_flat))
         if old_flat.get(key, missing) != new_flat.get(key, missing)
+    }
+    return {
+        key: (old, value)
+        for key, (old, value) in differences.items()
+        if not (old == missing and key in LATER_KEY_DEFAULTS and value == LATER_KEY_DEFAULTS[key])
     }
 
 

@@ -25,6 +25,7 @@ from wingface.data.dataset import (
     collate_batch,
 )
 from wingface.data.gpu_augment import BatchAugmentation, sample_keys
+from wingface.data.head_pose import estimated_yaw_flags
 from wingface.data.sampler import BalancedEpochSampler
 from wingface.data.sources import FaceSource
 from wingface.data.transforms import TrainAugmentation
@@ -85,6 +86,10 @@ class FaceDataModule(L.LightningDataModule):
             get pose-bin flags ``pose_q0_50``, ``pose_q50_90``, ``pose_q90_100`` from the
             quantiles of their own |pose coefficient| (:func:`pose_quantile_flags`), for
             per-pose results on data without a ground-truth pose.
+        estimated_yaw_bins: flag the test faces ``yaw_est_0_30``, ``yaw_est_30_60``,
+            ``yaw_est_60_90`` by the |yaw| a 3-D face template fit estimates from their
+            landmarks (``data.estimated_yaw_bins``; :func:`~wingface.data.head_pose.
+            estimated_yaw_flags`), for per-pose results in degrees without pose labels.
         seed: seeds each epoch's shuffle of the balanced training set and every sample's
             augmentation (``data.seed``, the run's ``seed`` by default), identically on every
             DDP rank and whatever the number of workers.
@@ -115,6 +120,7 @@ class FaceDataModule(L.LightningDataModule):
         pin_memory: bool = True,
         protocol: ScoredIn | None = None,
         pose_quantiles: Sequence[float] | None = None,
+        estimated_yaw_bins: bool = False,
         seed: int = 0,
         on_bad_sample: str = "error",
         output_dir: str | None = None,
@@ -159,6 +165,7 @@ class FaceDataModule(L.LightningDataModule):
             protocol.normalisations if protocol is not None else DEFAULT_NORMALISATIONS
         )
         self.pose_quantiles = None if pose_quantiles is None else list(pose_quantiles)
+        self.estimated_yaw_bins = bool(estimated_yaw_bins)
         self.seed = int(seed)
         self.on_device = on_device
         self.crops: dict[str, ContextCrops] = {}
@@ -189,6 +196,10 @@ class FaceDataModule(L.LightningDataModule):
                         self.scheme.flip_array(),
                         self.pose_quantiles,
                     )
+                )
+            if split == "test" and self.estimated_yaw_bins:
+                faces.attributes.update(
+                    estimated_yaw_flags(faces.landmarks, faces.visibility, self.scheme.name)
                 )
             self.crops[split] = ContextCrops(
                 faces, self.input_size, self.crop_scale, self.context_scale

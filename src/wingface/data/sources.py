@@ -18,13 +18,14 @@ YAW_BINS: tuple[tuple[int, int], ...] = ((0, 30), (30, 60), (60, 90))
 last one), so that test metrics can be reported per pose."""
 
 
-def yaw_bin_flags(poses: np.ndarray) -> dict[str, np.ndarray]:
-    """``yaw_<lo>_<hi>`` bool flags ``(N,)`` from ``(N, 3)`` poses (yaw first, degrees)."""
+def yaw_bin_flags(poses: np.ndarray, prefix: str = "yaw") -> dict[str, np.ndarray]:
+    """``<prefix>_<lo>_<hi>`` bool flags ``(N,)`` from ``(N, 3)`` poses (yaw first, degrees);
+    a NaN yaw (unknown) is in no bin."""
     yaw = np.abs(poses[:, 0])
     flags = {}
     for low, high in YAW_BINS:
         upper = yaw <= high if high == YAW_BINS[-1][1] else yaw < high
-        flags[f"yaw_{low}_{high}"] = (yaw >= low) & upper
+        flags[f"{prefix}_{low}_{high}"] = (yaw >= low) & upper
     return flags
 
 
