@@ -46,7 +46,7 @@ def test_rotation_angles_invert_the_generators_rotation() -> None:
     np.testing.assert_allclose(rotation_angles(rotations), poses, atol=1e-9)
 
 
-@pytest.mark.parametrize("scheme", ["300w", "aflw19"])
+@pytest.mark.parametrize("scheme", ["300w", "aflw19", "wflw"])
 def test_exact_projections_give_back_pose_and_scale(scheme: str) -> None:
     """Noise-free projections of the template itself: the pose and the scale come back
     exactly, also with a third of the points hidden (their stored positions are junk)."""
@@ -96,8 +96,11 @@ def test_faces_with_too_few_points_are_not_fitted() -> None:
 
 
 def test_templates_are_mirror_symmetric_under_the_schemes_flip() -> None:
-    for scheme in ("300w", "aflw19"):
+    """A check of each correspondence table: a point and its mirror partner must come from
+    mirror-image 300-W points."""
+    for scheme in ("300w", "aflw19", "wflw"):
         points = face_template(scheme).points
+        assert len(points) == get_scheme(scheme).num_points
         mirrored = points[get_scheme(scheme).flip_array()] * [-1.0, 1.0, 1.0]
         np.testing.assert_allclose(mirrored, points, atol=1e-12)
 

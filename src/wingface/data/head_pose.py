@@ -47,10 +47,34 @@ TEMPLATE_FROM_300W: dict[str, list[tuple[int, ...]]] = {
         (8,),  # chin
     ],
 }  # fmt: skip
+
+
+def _wflw98_from_300w() -> list[tuple[int, ...]]:
+    """WFLW-98 from 300-W points: the 68 points WFLW shares (jaw i = contour 2i, brows' upper
+    edges, nose, eye corners and lids, mouth), the points between them as means of their
+    neighbours (odd contour points, eye lid middles, pupils as eye centres) and the brows' lower
+    edges at the upper edges' midpoints (the brow's thickness is not modelled)."""
+    contour = [(i // 2,) if i % 2 == 0 else (i // 2, i // 2 + 1) for i in range(33)]
+    upper_brows = [(i,) for i in range(17, 27)]
+    right_lower = [(20, 21), (19, 20), (18, 19), (17, 18)]
+    left_lower = [(25, 26), (24, 25), (23, 24), (22, 23)]
+    nose = [(i,) for i in range(27, 36)]
+    right_eye = [(36,), (37,), (37, 38), (38,), (39,), (40,), (40, 41), (41,)]
+    left_eye = [(42,), (43,), (43, 44), (44,), (45,), (46,), (46, 47), (47,)]
+    mouth = [(i,) for i in range(48, 68)]
+    pupils = [_EYE_R, _EYE_L]
+    return [
+        *contour, *upper_brows[:5], *right_lower, *upper_brows[5:], *left_lower,
+        *nose, *right_eye, *left_eye, *mouth, *pupils,
+    ]  # fmt: skip
+
+
+TEMPLATE_FROM_300W["wflw"] = _wflw98_from_300w()
 """For each point of a scheme, the 0-based 300-W points whose template mean places it."""
 
 CONTOUR_POINTS: dict[str, tuple[int, ...]] = {
     "300w": tuple(i for i in range(17) if i != 8),  # the jaw line but the chin
+    "wflw": tuple(i for i in range(33) if i != 16),
 }
 """Silhouette points of each scheme, left out of the pose fit."""
 
