@@ -497,3 +497,19 @@ def test_validation_curves_join_resumed_launches_and_measure_the_last_fifth(
     column = report.columns.index(LAST_FIFTH_COLUMN)
     assert report.rows[0][column] == pytest.approx(2.0)
     assert report.figures["val_nme_curves"].read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_collected_results_rebuild_the_same_report(tmp_path: Path) -> None:
+    """experiments/collect_sweep.py copies the finished jobs' small result files; the report of
+    the copy has the same table as the report of the sweep."""
+    sweep = tmp_path / "sweep"
+    finished = write_job(sweep, 0, ["loss=wing"], metrics_of(0.05), per_image=FACES)
+    write_csv_log(finished, 0, [(e, 0.3 - 0.02 * e) for e in range(6)])
+    write_job(sweep, 1, ["loss=l1"])  # not finished
+    collect = runpy.run_path(str(PROJECT_ROOT / "experiments" / "collect_sweep.py"))["collect"]
+    copied, unfinished = collect(sweep, tmp_path / "copy")
+    assert copied == [finished.name] and unfinished == ["1_loss=l1"]
+    assert (tmp_path / "copy" / finished.name / "csv" / "version_0" / "metrics.csv").is_file()
+    original = build_report(sweep)
+    copy = build_report(tmp_path / "copy")
+    assert copy.rows == [row for row in original.rows if row[1] == "finished"]
