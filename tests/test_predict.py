@@ -351,7 +351,7 @@ def test_predict_writes_json_csv_and_overlays_using_given_boxes(
 
 
 @pytest.mark.slow
-def test_predict_errors_name_the_missing_checkpoint_and_the_empty_input(
+def test_predict_names_missing_inputs_and_defaults_to_the_bundled_model(
     tmp_path: Path, subprocess_env: dict[str, str], photo_folder: tuple[Path, FaceSet]
 ) -> None:
     folder, _ = photo_folder
@@ -373,9 +373,11 @@ def test_predict_errors_name_the_missing_checkpoint_and_the_empty_input(
     assert no_images.returncode != 0
     assert f"input: no .jpg/.jpeg/.png images found in folder {empty}" in no_images.stderr
 
-    no_checkpoint = run_predict([f"input={folder}", f"hydra.run.dir={tmp_path}/c"], subprocess_env)
-    assert no_checkpoint.returncode != 0
-    assert "ckpt_path: none given and the bundled model" in no_checkpoint.stderr
+    bundled = run_predict([f"input={folder}", f"hydra.run.dir={tmp_path}/c"], subprocess_env)
+    assert bundled.returncode == 0, bundled.stderr  # no ckpt_path: the bundled model
+    written = json.loads((tmp_path / "c" / "landmarks.json").read_text())
+    assert written["checkpoint"].endswith("models/cnn6_wing_300w.ckpt")
+    assert len(written["images"]) == 3
 
 
 @pytest.mark.slow
