@@ -34,9 +34,8 @@ load_dotenv_file()
 log = logging.getLogger(__name__)
 
 
-def build_predictor(cfg: DictConfig) -> LandmarkPredictor:
-    """The predictor of ``cfg.ckpt_path`` (the bundled model when null) with the configured
-    detector and calibration."""
+def build_predictor(cfg: DictConfig, checkpoint: Path) -> LandmarkPredictor:
+    """The predictor of ``checkpoint`` with the configured detector and calibration."""
     calibration = None
     if cfg.get("calibration") is not None:
         values = OmegaConf.to_container(cfg.calibration)
@@ -44,7 +43,7 @@ def build_predictor(cfg: DictConfig) -> LandmarkPredictor:
             raise ValueError(f"calibration: expected {{side, shift_x, shift_y}}, got {values}")
         calibration = BoxCalibration(**values)
     return LandmarkPredictor.from_checkpoint(
-        checkpoint_or_bundled_model(cfg.get("ckpt_path")),
+        checkpoint,
         device=cfg.device,
         detector=DlibFaceDetector(**cfg.detector),
         calibration=calibration,
@@ -66,7 +65,8 @@ def main(cfg: DictConfig) -> None:
     """
     images = list_images(cfg.get("input"))
     given = read_boxes_file(cfg.boxes, [name for name, _ in images]) if cfg.boxes else {}
-    predictor = build_predictor(cfg)
+    checkpoint = checkpoint_or_bundled_model(cfg.get("ckpt_path"))
+    predictor = build_predictor(cfg, checkpoint)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = {}
@@ -87,7 +87,6 @@ def main(cfg: DictConfig) -> None:
             "faces": [face_record(face, source) for face in faces],
         }
         write_image(out / "overlays" / name, draw_overlay(image, faces, cfg.dot_radius))
-    checkpoint = checkpoint_or_bundled_model(cfg.get("ckpt_path"))
     meta = {"checkpoint": str(checkpoint), "input": str(cfg.input), "unreadable": unreadable}
     write_json(out / "landmarks.json", results, meta)
     write_csv(out / "landmarks.csv", results)

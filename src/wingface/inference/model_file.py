@@ -44,7 +44,7 @@ def export_model(ckpt_path: str | Path, out_path: str | Path) -> Path:
         FileNotFoundError, ValueError: ``ckpt_path`` is not a checkpoint of a run folder.
     """
     checkpoint = load_checkpoint_file(ckpt_path)
-    run_cfg, overrides = checkpoint_run_config(ckpt_path)
+    run_cfg, overrides = _run_config(ckpt_path, checkpoint.get(MODEL_RECORD_KEY))
     weights = {
         name: value.to(torch.float16) if value.is_floating_point() else value
         for name, value in checkpoint["state_dict"].items()
@@ -72,7 +72,14 @@ def checkpoint_run_config(ckpt_path: str | Path) -> tuple[DictConfig, list[str]]
     Raises:
         FileNotFoundError: naming ``ckpt_path`` or the run config it lacks.
     """
-    record = model_record(ckpt_path)
+    return _run_config(ckpt_path, model_record(ckpt_path))
+
+
+def _run_config(
+    ckpt_path: str | Path, record: dict[str, Any] | None
+) -> tuple[DictConfig, list[str]]:
+    """:func:`checkpoint_run_config` given the file's model record (None: a training
+    checkpoint), so that a caller holding the loaded file does not read it again."""
     if record is not None:
         run_cfg = OmegaConf.create(record["config"])
         assert isinstance(run_cfg, DictConfig)
