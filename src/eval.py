@@ -2,6 +2,7 @@
 
     python src/eval.py ckpt_path=<run>/checkpoints/<file>.ckpt [override ...]
     python src/eval.py data.root=<300-W layout folder> [override ...]   # the bundled model
+    python src/eval.py ckpt_path=… split=val test_time_flip=true         # on the validation faces
 
 Overrides other than ``ckpt_path``, ``task_name``, ``paths.*`` and ``hydra.*`` change the run's
 config as on ``src/train.py``'s command line, e.g. ``data.eval_batch_size=64`` or
@@ -46,7 +47,7 @@ def main() -> None:
         apply_run_overrides(run_cfg, run_overrides, recorded)
         run_cfg.paths = cfg.paths
         run_cfg.task_name = cfg.task_name
-        metrics = evaluate(run_cfg, str(ckpt_path))
+        metrics = evaluate(run_cfg, str(ckpt_path), cfg.split)
         log.info("%s", OmegaConf.to_yaml({k: round(v, 6) for k, v in sorted(metrics.items())}))
 
     evaluate_run()

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from shared_data import REAL_300W, needs_real_300w
+from wingface.config import apply_run_overrides
 from wingface.data.formats.face300w import load_300w
 from wingface.inference.model_file import BUNDLED_MODEL, checkpoint_run_config
 from wingface.inference.predictor import LandmarkPredictor
@@ -23,6 +24,11 @@ def test_the_bundled_model_is_a_small_float16_model_file() -> None:
     run_cfg, overrides = checkpoint_run_config(BUNDLED_MODEL)
     assert run_cfg.data.scheme == "300w" and "loss=wing" in overrides
     assert run_cfg.loss.w == 10 and run_cfg.loss.eps == 2
+    # recorded before test_time_flip existed: the switch reads as what it trained with, and
+    # takes a plain override like a newer run's
+    assert run_cfg.test_time_flip is False
+    apply_run_overrides(run_cfg, ["test_time_flip=true"], overrides)
+    assert run_cfg.test_time_flip is True
 
 
 @needs_real_300w

@@ -211,28 +211,12 @@ def test_pose_balancing_expands_the_training_epoch(compose_train, small_data) ->
 
 
 def test_eval_arguments_split_into_hydra_and_run_overrides() -> None:
-    own, run = split_eval_arguments(
-        [
-            "ckpt_path=a/b.ckpt",
-            "hydra.run.dir=x",
-            "paths.output_dir=y",
-            "--cfg",
-            "job",
-            "data.root=/faces",
-            "data.source.test.folders=[lfpw/testset]",
-            "+model.extra=1",
-            "~data.pose_quantiles",
-            "data=300w",
-        ]
-    )
-    assert own == ["ckpt_path=a/b.ckpt", "hydra.run.dir=x", "paths.output_dir=y", "--cfg", "job"]
-    assert run == [
-        "data.root=/faces",
-        "data.source.test.folders=[lfpw/testset]",
-        "+model.extra=1",
-        "~data.pose_quantiles",
-        "data=300w",
-    ]
+    own = ["ckpt_path=a/b.ckpt", "split=val", "hydra.run.dir=x", "paths.output_dir=y"]
+    own += ["--cfg", "job"]
+    run = ["data.root=/faces", "data.source.test.folders=[lfpw/testset]", "+model.extra=1"]
+    run += ["~data.pose_quantiles", "data=300w"]
+    assert split_eval_arguments(own + run) == (own, run)
+    assert split_eval_arguments(run[:2] + own[:2] + run[2:] + own[2:]) == (own, run)
 
 
 def test_run_overrides_follow_hydra_grammar_on_the_recorded_config() -> None:

@@ -12,9 +12,9 @@ import torch
 from omegaconf import OmegaConf
 
 from entry_points import run_script
-from wingface.inference.model_file import export_model
+from wingface.inference.model_file import checkpoint_run_config, export_model
 from wingface.inference.predictor import LandmarkPredictor
-from wingface.pipeline import train
+from wingface.pipeline import evaluate, train
 
 
 @pytest.mark.slow
@@ -147,6 +147,13 @@ def test_eval_reproduces_the_test_numbers_of_training(
     subset = json.loads((subset_dir / "metrics.json").read_text())
     first = [float(r["nme_inter_ocular"]) for r in rows[:16]]
     assert subset["test/nme"] == pytest.approx(sum(first) / 16, abs=1e-5)
+
+    # the validation split: the best checkpoint's validation NME, as training measured it
+    run_cfg, _ = checkpoint_run_config(best[0])
+    run_cfg.paths.output_dir = str(tmp_path / "eval_val")
+    on_val = evaluate(run_cfg, str(best[0]), split="val")
+    assert on_val["val/nme"] == pytest.approx(trained["val/nme_best"], abs=1e-6)
+    assert not any(key.startswith("test/") for key in on_val)
 
     # the run as a model file (float16 weights, the run's config inside), away from its run
     # folder: evaluated and used for prediction as the checkpoint is, up to float16 rounding

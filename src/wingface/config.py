@@ -45,7 +45,7 @@ def compose_config(
         GlobalHydra.instance().clear()
 
 
-EVAL_OWN_KEYS = ("ckpt_path", "task_name", "paths", "hydra")
+EVAL_OWN_KEYS = ("ckpt_path", "split", "task_name", "paths", "hydra")
 """Keys of ``conf/eval.yaml`` itself; every other override of ``src/eval.py`` changes the run's
 config."""
 

@@ -349,14 +349,27 @@ def exit_interrupted(cfg: DictConfig, interrupt: InterruptCheckpoint) -> None:
     raise SystemExit(code)
 
 
-def evaluate(run_cfg: DictConfig, ckpt_path: str) -> dict[str, float]:
-    """Test ``ckpt_path`` with the data and model of the run config ``run_cfg``."""
-    datamodule, module, loggers, _ = prepare_run(run_cfg, ckpt_path, stages=("test",))
+EVAL_SPLITS = ("test", "val")
+"""Splits ``src/eval.py`` measures (``split=``): the test set with its report, or the
+validation faces, where evaluation-time switches (``+test_time_flip=true``) are chosen."""
+
+
+def evaluate(run_cfg: DictConfig, ckpt_path: str, split: str = "test") -> dict[str, float]:
+    """Measure ``ckpt_path`` on ``split`` (:data:`EVAL_SPLITS`) with the data and model of the
+    run config ``run_cfg``; returns the logged metrics (``test/*`` or ``val/*``)."""
+    if split not in EVAL_SPLITS:
+        raise ValueError(f"split: expected one of {list(EVAL_SPLITS)}, got {split!r}")
+    stage = "test" if split == "test" else "validate"
+    datamodule, module, loggers, _ = prepare_run(run_cfg, ckpt_path, stages=(stage,))
     try:
         trainer: L.Trainer = instantiate(
-            run_cfg.trainer, logger=loggers or False, callbacks=[TestReport()], fast_dev_run=False
+            run_cfg.trainer,
+            logger=loggers or False,
+            callbacks=[TestReport()] if split == "test" else [],
+            fast_dev_run=False,
         )
-        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        run_stage = trainer.test if split == "test" else trainer.validate
+        run_stage(module, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         log.info("metrics written to %s", write_metrics(run_cfg, metrics))
         return metrics

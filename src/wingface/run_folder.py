@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from wingface.fault_tolerance import write_atomically
 
@@ -87,6 +87,16 @@ LATER_KEY_DEFAULTS: dict[str, Any] = {
 """Switches added after runs were recorded, with the behaviour of a run config that lacks them
 (what such a run trained with): :func:`~wingface.pipeline.build_module` applies these to old
 run configs, and a resume that sets one of them to this value changes nothing."""
+
+
+def with_later_key_defaults(run_cfg: DictConfig) -> DictConfig:
+    """``run_cfg`` (in place) with each :data:`LATER_KEY_DEFAULTS` key it lacks set to that
+    default, so that a run recorded before a switch existed takes ``key=value`` overrides
+    (``python src/eval.py ... test_time_flip=true``) like a newer one."""
+    with open_dict(run_cfg):
+        for key, value in LATER_KEY_DEFAULTS.items():  # top-level keys
+            run_cfg.setdefault(key, value)
+    return run_cfg
 
 
 class RunFolderBusyError(RuntimeError):

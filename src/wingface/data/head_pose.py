@@ -46,6 +46,20 @@ TEMPLATE_FROM_300W: dict[str, list[tuple[int, ...]]] = {
         (48,), (62, 66), (54,),  # mouth: image-left corner, centre, image-right corner
         (8,),  # chin
     ],
+    # COFW-29 (the LFPW 29-point order; "left" = image left). Each brow's lower centre sits on
+    # its upper centre (the template has no brow thickness); the nose's lower centre is the
+    # subnasale (33).
+    "cofw": [
+        (17,), (26,), (21,), (22,),  # brows: outer corners, inner corners
+        (19,), (19,), (24,), (24,),  # image-left brow upper, lower; image-right brow upper, lower
+        (36,), (45,), (39,), (42,),  # eyes: outer corners, inner corners
+        (37, 38), (40, 41), (43, 44), (46, 47),  # image-left lids upper, lower; image-right
+        _EYE_R, _EYE_L,  # pupils as eye centres
+        (31,), (35,), (30,), (33,),  # nose: image-left wing, image-right wing, tip, subnasale
+        (48,), (54,), (51,), (62,), (66,), (57,),  # mouth corners; upper lip top, bottom;
+        # lower lip top, bottom
+        (8,),  # chin
+    ],
 }  # fmt: skip
 
 

@@ -26,6 +26,7 @@ from wingface.run_folder import (
     recorded_overrides,
     run_config_of_checkpoint,
     run_folder_of_checkpoint,
+    with_later_key_defaults,
 )
 
 MODEL_RECORD_KEY = "wingface_model"
@@ -83,9 +84,10 @@ def _run_config(
     if record is not None:
         run_cfg = OmegaConf.create(record["config"])
         assert isinstance(run_cfg, DictConfig)
-        return run_cfg, [str(o) for o in record["overrides"]]
+        return with_later_key_defaults(run_cfg), [str(o) for o in record["overrides"]]
     folder = run_folder_of_checkpoint(ckpt_path)
-    return run_config_of_checkpoint(ckpt_path), recorded_overrides(folder)
+    run_cfg = with_later_key_defaults(run_config_of_checkpoint(ckpt_path))
+    return run_cfg, recorded_overrides(folder)
 
 
 def checkpoint_or_bundled_model(ckpt_path: str | Path | None) -> Path:
