@@ -106,10 +106,11 @@ def test_callbacks_build(compose_train) -> None:
     cfg = compose_train()
     names = sorted(type(c).__name__ for c in build_callbacks(cfg))
     assert names == [
+        "BestAndLastCheckpoint",
+        "FitClock",
         "InterruptCheckpoint",
         "LandmarkPanel",
         "LearningRateMonitor",
-        "ModelCheckpoint",
         "RunRecord",
         "StepRandomness",
         "TestReport",

@@ -89,10 +89,11 @@ def test_pdb_notebook_runs_on_shapes_in_the_aflw_format(
         run_notebook("pdb_aflw.ipynb", monkeypatch, WINGFACE_AFLW_SHAPES=str(folder))
     )
     assert "400 faces" in text
-    assert figures == 2
+    assert figures == 3
     shares = [float(line.rsplit(" ", 1)[1].rstrip("%")) for line in text.splitlines()
               if ">= 60 share" in line]  # fmt: skip
-    assert len(shares) == 3 and shares[2] > shares[0]  # improved mode: more turned faces
+    assert len(shares) == 4 and shares[2] > shares[0]  # improved mode: more turned faces
+    assert shares[3] > shares[2]  # pose3d: more still (rigid views of one head)
 
 
 @needs_real_aflw_shapes
@@ -102,6 +103,8 @@ def test_pdb_notebook_reproduces_the_recorded_real_numbers(monkeypatch: pytest.M
     )
     assert "21,080 faces" in text
     assert "improved (default): |yaw| >= 60 share 21.9%" in text  # experiments/pdb_aflw.md
+    assert "pose3d: |yaw| >= 60 share 41.4%" in text
+    assert "all: MAE 7.0 degrees; not fitted: 169 faces" in text
 
 
 def displayed(notebook: nbformat.NotebookNode) -> str:

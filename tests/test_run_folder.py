@@ -3,6 +3,7 @@ checkpoints were trained with: mismatching resumes are refused before anything i
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -203,3 +204,51 @@ def test_resumes_that_change_the_experiment_are_refused_end_to_end(
     assert last["lr_schedulers"][0]["total_steps"] == 2 * 3  # 2 epochs of 3 batches
     log = (run_dir / "train.log").read_text()
     assert "trainer.max_epochs: 1 -> 2" in log
+
+
+def test_relaunching_a_finished_run_tests_the_same_best_checkpoint(
+    compose_train, small_data: list[str]
+) -> None:
+    """A finished run launched again with ``ckpt_path=last`` trains nothing, tests the best
+    checkpoint it recorded (here the worst-validation epoch: ``mode=max``, so not the final
+    weights) and reports the fitting time of both launches."""
+    from wingface.pipeline import train
+
+    cfg = compose_train(
+        "logger=none",
+        "trainer.max_epochs=3",
+        "callbacks.model_checkpoint.mode=max",
+        "callbacks.landmark_panel.every_n_epochs=100",
+        *small_data,
+    )
+    first = train(cfg)
+    folder = Path(cfg.paths.output_dir) / "checkpoints"
+    files = sorted(p.name for p in folder.iterdir())
+    cfg.ckpt_path = "last"
+    again = train(cfg)
+    assert again["test/nme"] == first["test/nme"]
+    recorded = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    assert recorded["val/nme_best"] == first["val/nme_best"]  # the fit's metrics stay
+    assert recorded["time/fit_seconds"] == again["time/fit_seconds"]
+    # the count stored with the final epoch, plus the relaunch (the first launch's own count
+    # ran a little past that checkpoint)
+    stored = torch.load(folder / "last.ckpt", weights_only=False)["wingface_fit_seconds"]
+    assert again["time/fit_seconds"] > stored > 0.5 * first["time/fit_seconds"]
+    assert sorted(p.name for p in folder.iterdir()) == files
+
+
+def test_a_fit_that_lost_its_best_checkpoint_is_not_tested_on_other_weights(
+    tmp_path: Path,
+) -> None:
+    from types import SimpleNamespace
+
+    from wingface.pipeline import best_checkpoint
+
+    lost = SimpleNamespace(checkpoint_callback=SimpleNamespace(best_model_path=""), fast_dev_run=0)
+    (tmp_path / "last.ckpt").write_bytes(b"x")
+    assert best_checkpoint(lost, tmp_path) == ""  # nothing better to test than the weights
+    (tmp_path / "epoch_007.ckpt").write_bytes(b"x")
+    with pytest.raises(RuntimeError, match=r"knows no best checkpoint.*epoch_007\.ckpt"):
+        best_checkpoint(lost, tmp_path)
+    found = SimpleNamespace(checkpoint_callback=SimpleNamespace(best_model_path="b.ckpt"))
+    assert best_checkpoint(found, tmp_path) == "b.ckpt"

@@ -20,10 +20,12 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from wingface.callbacks.fit_clock import FitClock
 from wingface.callbacks.run_record import RunRecord
 from wingface.callbacks.test_report import TestReport
 from wingface.evaluation import EvaluationProtocol
 from wingface.fault_tolerance import (
+    LAST_CHECKPOINT,
     AtomicCheckpointIO,
     InterruptCheckpoint,
     StepRandomness,
@@ -97,8 +99,9 @@ def build_callbacks(cfg: DictConfig, with_logger: bool = True) -> list[L.Callbac
     """Instantiate every callback under ``cfg.callbacks``, plus, always, the run's provenance
     record (:class:`~wingface.callbacks.run_record.RunRecord`), the test report
     (:class:`~wingface.callbacks.test_report.TestReport`), step-keyed training randomness
-    (:class:`~wingface.fault_tolerance.StepRandomness`) and the checkpoint on SIGTERM
-    (:class:`~wingface.fault_tolerance.InterruptCheckpoint`).
+    (:class:`~wingface.fault_tolerance.StepRandomness`), the checkpoint on SIGTERM
+    (:class:`~wingface.fault_tolerance.InterruptCheckpoint`) and the fitting time over all
+    launches (:class:`~wingface.callbacks.fit_clock.FitClock`).
 
     Without an experiment logger (``logger=none``) the learning-rate monitor, which can only
     write to a logger, is left out.
@@ -116,6 +119,7 @@ def build_callbacks(cfg: DictConfig, with_logger: bool = True) -> list[L.Callbac
     callbacks.append(TestReport())
     callbacks.append(StepRandomness(cfg.seed))
     callbacks.append(InterruptCheckpoint(checkpoint_folder(cfg)))
+    callbacks.append(FitClock())
     if not with_logger:
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     return callbacks
@@ -198,10 +202,17 @@ def record_config(loggers: list[Logger], cfg: DictConfig) -> None:
         logger.log_hyperparams(flat)
 
 
-def write_metrics(cfg: DictConfig, metrics: dict[str, float]) -> Path:
-    """Write ``metrics`` to ``<paths.output_dir>/metrics.json`` (read by reports and tests)."""
+def write_metrics(cfg: DictConfig, metrics: dict[str, float], keep_earlier: bool = False) -> Path:
+    """Write ``metrics`` to ``<paths.output_dir>/metrics.json`` (read by reports and tests).
+
+    With ``keep_earlier``, metrics an earlier launch of the run wrote there and this launch did
+    not log stay (a finished run launched again trains nothing, so it logs no training or
+    validation metrics; its test metrics replace the earlier ones)."""
+    path = Path(cfg.paths.output_dir) / "metrics.json"
+    if keep_earlier and path.is_file():
+        metrics = {**json.loads(path.read_text()), **metrics}
     text = (json.dumps(dict(sorted(metrics.items())), indent=2) + "\n").encode()
-    return write_atomically(Path(cfg.paths.output_dir) / "metrics.json", lambda f: f.write(text))
+    return write_atomically(path, lambda f: f.write(text))
 
 
 def resolved_checkpoint(cfg: DictConfig) -> Path | None:
@@ -296,15 +307,11 @@ def fit_and_test(cfg: DictConfig, record_in: Path | None = None) -> dict[str, fl
         except SIGTERMException:
             interrupt = next(c for c in callbacks if isinstance(c, InterruptCheckpoint))
             exit_interrupted(cfg, interrupt)
-        times["time/fit_seconds"] = time.perf_counter() - start
+        times["time/fit_seconds"] = next(c for c in callbacks if isinstance(c, FitClock)).seconds
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         start = time.perf_counter()
         if cfg.get("test"):
-            best = (
-                trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-            )
-            if not best:
-                log.warning("no best checkpoint (e.g. fast_dev_run): testing the current weights")
+            best = best_checkpoint(trainer, checkpoint_folder(cfg))
             try:
                 trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
             except SIGTERMException:
@@ -326,10 +333,33 @@ def fit_and_test(cfg: DictConfig, record_in: Path | None = None) -> dict[str, fl
             *(times[f"time/{k}_seconds"] for k in ("data", "fit", "test")),
         )
         if trainer.is_global_zero:  # every DDP rank gets here; one file, one writer
-            log.info("metrics written to %s", write_metrics(cfg, metrics))
+            log.info("metrics written to %s", write_metrics(cfg, metrics, keep_earlier=True))
         return metrics
     finally:
         finish_wandb_runs(loggers)
+
+
+def best_checkpoint(trainer: L.Trainer, folder: Path) -> str:
+    """The best checkpoint the fit recorded ('' when there is none to test: ``fast_dev_run``,
+    no checkpoint callback, no validation; the current weights are tested then).
+
+    Raises:
+        RuntimeError: epoch checkpoints lie in ``folder`` but the fit knows no best one (its
+            checkpoint state was not restored on resume): testing the current weights would
+            silently report another epoch.
+    """
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if best:
+        return best
+    written = sorted(p.name for p in folder.glob("*.ckpt") if p.name != LAST_CHECKPOINT)
+    if written and not trainer.fast_dev_run:
+        raise RuntimeError(
+            f"the fit knows no best checkpoint although {folder} holds {written}: the resumed "
+            "checkpoint lacks the checkpoint callback's state; test one with python "
+            "src/eval.py ckpt_path=<file>"
+        )
+    log.warning("no best checkpoint (e.g. fast_dev_run): testing the current weights")
+    return ""
 
 
 def exit_interrupted(cfg: DictConfig, interrupt: InterruptCheckpoint) -> None:

@@ -71,6 +71,7 @@ NON_EXPERIMENT_KEYS = (
     "test",
     "tags",
     "callbacks.landmark_panel",
+    "callbacks.model_checkpoint",
     "allow_config_change",
 )
 """Config keys (and key prefixes) that may differ when a run is resumed: how long it trains,
