@@ -20,9 +20,11 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.demos.boring_classes import BoringModel
 
 from entry_points import call_script, run_script
+from wingface.callbacks.checkpoints import BestAndLastCheckpoint
 from wingface.config import PROJECT_ROOT
 from wingface.fault_tolerance import AtomicCheckpointIO, step_seed, write_atomically
 
@@ -272,21 +274,14 @@ class _ConstantValidation(BoringModel):
         self.log("val/nme", 1.0)
 
 
-@pytest.mark.parametrize("last_every_epoch", [True, False])
-def test_last_checkpoint_follows_every_epoch_not_only_the_best(
-    tmp_path: Path, last_every_epoch: bool
-) -> None:
-    """``last.ckpt`` is the final epoch even when the best epoch was the first; Lightning's own
-    ``ModelCheckpoint`` leaves it at the best epoch, from which ``ckpt_path=last`` would train
-    the later epochs again."""
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    from wingface.callbacks.checkpoints import BestAndLastCheckpoint
-
-    kind = BestAndLastCheckpoint if last_every_epoch else ModelCheckpoint
-    checkpoint = kind(dirpath=tmp_path, monitor="val/nme", save_top_k=1, save_last=True)
+def _fit_constant(
+    kind: type[ModelCheckpoint], folder: Path, epochs: int, resume: Path | None = None
+) -> ModelCheckpoint:
+    """Fit :class:`_ConstantValidation` for ``epochs`` epochs of 4 batches, checkpointed into
+    ``folder`` by a ``kind`` callback (best by ``val/nme`` and last); returns the callback."""
+    checkpoint = kind(dirpath=folder, monitor="val/nme", save_top_k=1, save_last=True)
     trainer = L.Trainer(
-        max_epochs=3,
+        max_epochs=epochs,
         limit_train_batches=4,
         limit_val_batches=2,
         callbacks=[checkpoint],
@@ -294,11 +289,22 @@ def test_last_checkpoint_follows_every_epoch_not_only_the_best(
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    trainer.fit(_ConstantValidation())
+    trainer.fit(_ConstantValidation(), ckpt_path=resume)
+    return checkpoint
+
+
+@pytest.mark.parametrize("kind", [BestAndLastCheckpoint, ModelCheckpoint])
+def test_last_checkpoint_follows_every_epoch_not_only_the_best(
+    tmp_path: Path, kind: type[ModelCheckpoint]
+) -> None:
+    """``last.ckpt`` is the final epoch even when the best epoch was the first; Lightning's own
+    ``ModelCheckpoint`` leaves it at the best epoch, from which ``ckpt_path=last`` would train
+    the later epochs again."""
+    checkpoint = _fit_constant(kind, tmp_path, 3)
     last = torch.load(tmp_path / "last.ckpt", weights_only=False)
     best = torch.load(checkpoint.best_model_path, weights_only=False)
     assert best["epoch"] == 0 and best["global_step"] == 4
-    if last_every_epoch:
+    if kind is BestAndLastCheckpoint:
         assert last["epoch"] == 2 and last["global_step"] == 12
     else:
         assert last["epoch"] == 0  # Lightning 2.6's own behaviour, the reason for the subclass
@@ -308,27 +314,9 @@ def test_best_checkpoint_is_known_after_resuming_a_stock_checkpoint(tmp_path: Pa
     """A run checkpointed by Lightning's ``ModelCheckpoint`` and resumed with
     ``BestAndLastCheckpoint`` (or the other way round) keeps its best checkpoint: the state is
     stored under the same key."""
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    from wingface.callbacks.checkpoints import BestAndLastCheckpoint
-
-    def fit(kind: type, epochs: int, resume: Path | None) -> ModelCheckpoint:
-        checkpoint = kind(dirpath=tmp_path, monitor="val/nme", save_top_k=1, save_last=True)
-        trainer = L.Trainer(
-            max_epochs=epochs,
-            limit_train_batches=4,
-            limit_val_batches=2,
-            callbacks=[checkpoint],
-            logger=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-        )
-        trainer.fit(_ConstantValidation(), ckpt_path=resume)
-        return checkpoint
-
-    first = fit(ModelCheckpoint, 1, None)
+    first = _fit_constant(ModelCheckpoint, tmp_path, 1)
     assert first.state_key == BestAndLastCheckpoint(monitor="val/nme").state_key
-    resumed = fit(BestAndLastCheckpoint, 3, tmp_path / "last.ckpt")
+    resumed = _fit_constant(BestAndLastCheckpoint, tmp_path, 3, tmp_path / "last.ckpt")
     assert Path(resumed.best_model_path).name == "epoch=0-step=4.ckpt"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch=0-step=4.ckpt", "last.ckpt"]
     assert torch.load(tmp_path / "last.ckpt", weights_only=False)["epoch"] == 2
