@@ -301,7 +301,6 @@ def fit_and_test(cfg: DictConfig, record_in: Path | None = None) -> dict[str, fl
         )
         times = {"time/data_seconds": data_seconds}
         record_config(loggers, cfg)
-        start = time.perf_counter()
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         except SIGTERMException:
@@ -381,7 +380,7 @@ def exit_interrupted(cfg: DictConfig, interrupt: InterruptCheckpoint) -> None:
 
 EVAL_SPLITS = ("test", "val")
 """Splits ``src/eval.py`` measures (``split=``): the test set with its report, or the
-validation faces, where evaluation-time switches (``+test_time_flip=true``) are chosen."""
+validation faces, where evaluation-time switches (``test_time_flip=true``) are chosen."""
 
 
 def evaluate(run_cfg: DictConfig, ckpt_path: str, split: str = "test") -> dict[str, float]:
