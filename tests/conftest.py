@@ -12,6 +12,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ["WANDB_MODE"] = "offline"
 os.environ.setdefault("WANDB_SILENT", "true")
 
+import torch
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
@@ -19,6 +20,13 @@ from omegaconf import DictConfig, open_dict
 from wingface.config import PROJECT_ROOT, compose_config, register_resolvers
 
 register_resolvers()
+
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    # pytest -n N (make test, make test-slow): each of the N test processes computes on its share
+    # of the cores, as the parallel launcher's jobs do; more threads than cores make OpenMP spin.
+    torch.set_num_threads(
+        max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    )
 
 # Small synthetic splits shared by the tests that train (generated once per session).
 SMALL_DATA = [

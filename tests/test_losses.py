@@ -234,7 +234,9 @@ GRAD_CASES: list[tuple[LandmarkLoss, AnalyticGrad, list[float]]] = [
 ]
 
 
-@pytest.mark.parametrize(("loss", "analytic", "edges"), GRAD_CASES, ids=lambda v: repr(v))
+@pytest.mark.parametrize(
+    ("loss", "analytic", "edges"), GRAD_CASES, ids=[repr(loss) for loss, _, _ in GRAD_CASES]
+)
 def test_gradient_matches_analytic(
     loss: LandmarkLoss, analytic: AnalyticGrad, edges: list[float]
 ) -> None:
