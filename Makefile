@@ -39,14 +39,19 @@ train:
 
 # The fast tier (under 3 minutes on 2 cores; unit tests, reference values and one real
 # train -> checkpoint -> eval); test-slow adds the end-to-end runs, test-all runs both.
+# Tests run in one process per core (pytest-xdist; PYTEST_WORKERS=0 runs them in this one);
+# tests sharing an expensive fixture are kept together (xdist_group marks).
+PYTEST_WORKERS ?= auto
+PYTEST := WANDB_MODE=offline $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
+
 test: $(VENV)/.installed
-	WANDB_MODE=offline $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
 
 test-slow: $(VENV)/.installed
-	WANDB_MODE=offline $(PY) -m pytest -m slow $(PYTEST_ARGS)
+	$(PYTEST) -m slow $(PYTEST_ARGS)
 
 test-all: $(VENV)/.installed
-	WANDB_MODE=offline $(PY) -m pytest $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests experiments benchmarks

@@ -83,4 +83,8 @@ def subprocess_env(cache_dir: Path) -> dict[str, str]:
         }
     )
     env.pop("WANDB_API_KEY", None)
+    # A W&B run started in this test process leaves its service's address in WANDB_SERVICE; a
+    # script started from a shell has its own service (a killed run's id stays taken in a shared
+    # one, so its resume would be refused).
+    env.pop("WANDB_SERVICE", None)
     return env

@@ -84,6 +84,10 @@ def uninterrupted(
     return metrics
 
 
+SHARES_DEFAULT_RUN = pytest.mark.xdist_group("uninterrupted-default-run")
+"""Cases compared with the same uninterrupted run: one test process under pytest -n."""
+
+
 def offline_run_ids(run_dir: Path) -> set[str]:
     """Run ids of the offline W&B runs in a run folder."""
     return {p.name.rsplit("-", 1)[1] for p in (run_dir / "wandb").glob("offline-run-*")}
@@ -93,11 +97,21 @@ def offline_run_ids(run_dir: Path) -> set[str]:
 @pytest.mark.parametrize(
     ("signum", "epoch", "batch", "extra", "resumes_at"),
     [
-        pytest.param(signal.SIGKILL, 1, 0, [], None, id="SIGKILL-after-epoch-0"),
+        pytest.param(
+            signal.SIGKILL, 1, 0, [], None, id="SIGKILL-after-epoch-0", marks=SHARES_DEFAULT_RUN
+        ),
         pytest.param(
             signal.SIGTERM, 1, 3, ["balance=pdb", "augment=gpu"], 1, id="SIGTERM-mid-epoch-pdb-gpu"
         ),  # stops after batch 3 of epoch 1
-        pytest.param(signal.SIGTERM, 0, 7, [], 1, id="SIGTERM-last-batch-of-epoch-0"),
+        pytest.param(
+            signal.SIGTERM,
+            0,
+            7,
+            [],
+            1,
+            id="SIGTERM-last-batch-of-epoch-0",
+            marks=SHARES_DEFAULT_RUN,
+        ),
     ],
 )
 def test_interrupted_run_resumes_exactly(

@@ -32,6 +32,9 @@ from wingface.inference.detector import (
 from wingface.inference.files import read_boxes_file
 from wingface.inference.predictor import LandmarkPredictor, crop_points_to_image
 
+# Under pytest -n (make test) in one test process: the tests share one trained checkpoint.
+pytestmark = pytest.mark.xdist_group("predict-checkpoint")
+
 INPUT_SIZE = 64
 CROP_SCALE = 1.28
 

@@ -20,6 +20,9 @@ from wingface.data.synthetic import (
 )
 from wingface.landmarks import IBUG68
 
+# Under pytest -n (make test) in one test process: the tests share one set of rendered faces.
+pytestmark = pytest.mark.xdist_group("synthetic-faces")
+
 SIZE = 96
 EYE_R, EYE_L = np.arange(36, 42), np.arange(42, 48)
 # lip body: midpoints between matching outer and inner lip points

@@ -12,6 +12,7 @@ import torch
 from omegaconf import OmegaConf
 
 from entry_points import run_script
+from wingface.config import apply_run_overrides
 from wingface.inference.model_file import checkpoint_run_config, export_model
 from wingface.inference.predictor import LandmarkPredictor
 from wingface.pipeline import evaluate, train
@@ -131,20 +132,13 @@ def test_eval_reproduces_the_test_numbers_of_training(
     assert mean == pytest.approx(trained["test/nme"], abs=1e-5)
     assert (run_dir / "ced_test.png").is_file()
 
-    # plain overrides change the run's config as on train.py's command line: the first 16
-    # test faces (face i depends only on the seed and i), in batches of 5
-    subset_dir = tmp_path / "eval_subset"
-    run_script(
-        "eval.py",
-        [
-            f"ckpt_path={best[0]}",
-            "data.eval_batch_size=5",
-            "data.source.num_test=16",
-            f"hydra.run.dir={subset_dir}",
-        ],
-        subprocess_env,
-    )
-    subset = json.loads((subset_dir / "metrics.json").read_text())
+    # plain overrides change the run's config as on eval.py's command line (as eval.py applies
+    # them, in this process): the first 16 test faces (face i depends only on the seed and i),
+    # in batches of 5
+    subset_cfg, recorded = checkpoint_run_config(best[0])
+    apply_run_overrides(subset_cfg, ["data.eval_batch_size=5", "data.source.num_test=16"], recorded)
+    subset_cfg.paths.output_dir = str(tmp_path / "eval_subset")
+    subset = evaluate(subset_cfg, str(best[0]), split="test")
     first = [float(r["nme_inter_ocular"]) for r in rows[:16]]
     assert subset["test/nme"] == pytest.approx(sum(first) / 16, abs=1e-5)
 
@@ -159,9 +153,9 @@ def test_eval_reproduces_the_test_numbers_of_training(
     # folder: evaluated and used for prediction as the checkpoint is, up to float16 rounding
     model = export_model(best[0], tmp_path / "elsewhere" / "model.ckpt")
     assert model.stat().st_size < 0.6 * best[0].stat().st_size
-    model_dir = tmp_path / "eval_model"
-    run_script("eval.py", [f"ckpt_path={model}", f"hydra.run.dir={model_dir}"], subprocess_env)
-    from_model = json.loads((model_dir / "metrics.json").read_text())
+    model_cfg, _ = checkpoint_run_config(model)
+    model_cfg.paths.output_dir = str(tmp_path / "eval_model")
+    from_model = evaluate(model_cfg, str(model), split="test")
     assert from_model["test/nme"] == pytest.approx(trained["test/nme"], abs=2e-3)
     assert from_model["test/nme"] != trained["test/nme"]  # the weights are float16
     images = torch.randint(0, 256, (2, 128, 128, 3), dtype=torch.uint8).numpy()

@@ -16,6 +16,9 @@ from wandb_records import OfflineRun
 from wingface.metrics import CED_STEPS
 from wingface.wandb_run import run_tags
 
+# Under pytest -n (make test) in one test process: the tests share one trained sweep.
+pytestmark = pytest.mark.xdist_group("wandb-dashboard-sweep")
+
 
 @pytest.fixture(scope="module")
 def sweep(
