@@ -11,7 +11,9 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 # wheels in parallel, several times faster than pip (experiments/performance.md). uv does not read
 # pip's configuration, so the package sources pip is set up with on this machine (PIP_* variables
 # or pip.conf: index-url, extra-index-url, find-links) are handed on; with none, it uses PyPI.
-# All sources are searched for the pinned versions, as pip does (--index-strategy).
+# All sources are searched for the pinned versions, as pip does (--index-strategy). Byte code is
+# compiled once at install: where PYTHONDONTWRITEBYTECODE is set (as on CI machines), Python
+# would otherwise compile torch and Lightning again in every process (about 15 s each).
 pip_setting = $(or $($(1)),$(shell $(PYTHON) -m pip config get global.$(2) 2>/dev/null))
 UV_SOURCES = $(foreach url,$(call pip_setting,PIP_INDEX_URL,index-url),--index-url $(url)) \
 	$(foreach url,$(call pip_setting,PIP_EXTRA_INDEX_URL,extra-index-url),--extra-index-url $(url)) \
@@ -22,7 +24,7 @@ UV_INSTALL = $(VENV)/bin/uv pip install --python $(PY) --quiet --index-strategy 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -c constraints.txt uv
-	$(UV_INSTALL) -e '.[dev]'
+	$(UV_INSTALL) --compile-bytecode -e '.[dev]'
 	touch $@
 
 # Point an existing environment's editable install at this checkout (used by .ci/run).
