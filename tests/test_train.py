@@ -107,6 +107,16 @@ def test_multirun_gives_each_loss_a_readable_folder_and_wandb_run(
     assert (sweep_dir / "ced.png").stat().st_size > 1000
 
 
+def evaluate_as_eval_py(
+    ckpt: Path, output_dir: Path, overrides: tuple[str, ...] | list[str] = (), split: str = "test"
+) -> dict[str, float]:
+    """What ``src/eval.py ckpt_path=<ckpt> split=<split> <overrides>`` measures, in this process."""
+    run_cfg, recorded = checkpoint_run_config(ckpt)
+    apply_run_overrides(run_cfg, list(overrides), recorded)
+    run_cfg.paths.output_dir = str(output_dir)
+    return evaluate(run_cfg, str(ckpt), split=split)
+
+
 def test_eval_reproduces_the_test_numbers_of_training(
     tmp_path: Path, subprocess_env: dict[str, str], small_data: list[str]
 ) -> None:
@@ -135,17 +145,13 @@ def test_eval_reproduces_the_test_numbers_of_training(
     # plain overrides change the run's config as on eval.py's command line (as eval.py applies
     # them, in this process): the first 16 test faces (face i depends only on the seed and i),
     # in batches of 5
-    subset_cfg, recorded = checkpoint_run_config(best[0])
-    apply_run_overrides(subset_cfg, ["data.eval_batch_size=5", "data.source.num_test=16"], recorded)
-    subset_cfg.paths.output_dir = str(tmp_path / "eval_subset")
-    subset = evaluate(subset_cfg, str(best[0]), split="test")
+    overrides = ["data.eval_batch_size=5", "data.source.num_test=16"]
+    subset = evaluate_as_eval_py(best[0], tmp_path / "eval_subset", overrides=overrides)
     first = [float(r["nme_inter_ocular"]) for r in rows[:16]]
     assert subset["test/nme"] == pytest.approx(sum(first) / 16, abs=1e-5)
 
     # the validation split: the best checkpoint's validation NME, as training measured it
-    run_cfg, _ = checkpoint_run_config(best[0])
-    run_cfg.paths.output_dir = str(tmp_path / "eval_val")
-    on_val = evaluate(run_cfg, str(best[0]), split="val")
+    on_val = evaluate_as_eval_py(best[0], tmp_path / "eval_val", split="val")
     assert on_val["val/nme"] == pytest.approx(trained["val/nme_best"], abs=1e-6)
     assert not any(key.startswith("test/") for key in on_val)
 
@@ -153,9 +159,7 @@ def test_eval_reproduces_the_test_numbers_of_training(
     # folder: evaluated and used for prediction as the checkpoint is, up to float16 rounding
     model = export_model(best[0], tmp_path / "elsewhere" / "model.ckpt")
     assert model.stat().st_size < 0.6 * best[0].stat().st_size
-    model_cfg, _ = checkpoint_run_config(model)
-    model_cfg.paths.output_dir = str(tmp_path / "eval_model")
-    from_model = evaluate(model_cfg, str(model), split="test")
+    from_model = evaluate_as_eval_py(model, tmp_path / "eval_model")
     assert from_model["test/nme"] == pytest.approx(trained["test/nme"], abs=2e-3)
     assert from_model["test/nme"] != trained["test/nme"]  # the weights are float16
     images = torch.randint(0, 256, (2, 128, 128, 3), dtype=torch.uint8).numpy()
