@@ -143,8 +143,14 @@ def test_interrupted_run_resumes_exactly(
         resume = shlex.split(command)[2:]
         assert shlex.split(command)[:2] == ["python", "src/train.py"]
     run_id = (run_dir / "wandb_run_id.txt").read_text().strip()
+    started = json.loads((run_dir / "run_info.json").read_text())
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    steps_done = last["global_step"]
     run_script("train.py", resume, env_with_tests)
     got = metrics_of(run_dir)
+    info = json.loads((run_dir / "run_info.json").read_text())  # both launches recorded
+    assert info["git"] == started["git"] and info["from_step"] == 0
+    assert [r["from_step"] for r in info["resumes"]] == [steps_done]
     for key in COMPARED:
         print(f"{key}: uninterrupted {expected[key]:.8f}, resumed {got[key]:.8f}")
         assert got[key] == pytest.approx(expected[key], abs=1e-6), key

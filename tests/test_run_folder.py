@@ -17,6 +17,7 @@ import torch
 from omegaconf import OmegaConf
 
 from entry_points import call_script, run_script
+from wingface.callbacks.run_record import combined_record, read_run_info
 from wingface.config import PROJECT_ROOT
 from wingface.run_folder import (
     LOCK_FILE,
@@ -224,9 +225,15 @@ def test_relaunching_a_finished_run_tests_the_same_best_checkpoint(
     first = train(cfg)
     folder = Path(cfg.paths.output_dir) / "checkpoints"
     files = sorted(p.name for p in folder.iterdir())
+    started = json.loads((Path(cfg.paths.output_dir) / "run_info.json").read_text())
     cfg.ckpt_path = "last"
     again = train(cfg)
     assert again["test/nme"] == first["test/nme"]
+    # the provenance of the weights stays the first launch's; the relaunch is listed after it
+    info = json.loads((Path(cfg.paths.output_dir) / "run_info.json").read_text())
+    assert started["from_step"] == 0 and "resumes" not in started
+    assert {k: v for k, v in info.items() if k != "resumes"} == started
+    assert [r["from_step"] for r in info["resumes"]] == [3 * 3]  # 3 epochs of 3 batches
     recorded = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
     assert recorded["val/nme_best"] == first["val/nme_best"]  # the fit's metrics stay
     assert recorded["time/fit_seconds"] == again["time/fit_seconds"]
@@ -252,3 +259,32 @@ def test_a_fit_that_lost_its_best_checkpoint_is_not_tested_on_other_weights(
         best_checkpoint(lost, tmp_path)
     found = SimpleNamespace(checkpoint_callback=SimpleNamespace(best_model_path="b.ckpt"))
     assert best_checkpoint(found, tmp_path) == "b.ckpt"
+
+
+def test_run_record_keeps_the_first_launch_and_lists_resumes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def launch(commit: str, step: int, faces: int = 10) -> dict:
+        return {"git": {"commit": commit}, "data": {"train_faces": faces}, "from_step": step}
+
+    first = launch("a" * 40, 0)
+    assert combined_record(None, first, resumed=False) == first
+    # a resume of a run recorded before: its own record is appended, the first one stays
+    resumed = combined_record(first, launch("b" * 40, 7), resumed=True)
+    assert resumed == {**first, "resumes": [launch("b" * 40, 7)]}
+    twice = combined_record(resumed, launch("c" * 40, 9, faces=11), resumed=True)
+    assert [r["git"]["commit"] for r in twice["resumes"]] == ["b" * 40, "c" * 40]
+    assert "data fingerprints" in caplog.text  # 11 faces instead of 10: logged
+    # a launch that starts the run again from scratch (no checkpoint) replaces the record
+    assert combined_record(twice, launch("d" * 40, 0), resumed=False) == launch("d" * 40, 0)
+    # a resume from a checkpoint saved before the first step is still a resume
+    assert combined_record(first, launch("e" * 40, 0), resumed=True)["git"] == first["git"]
+    # no record without a resume without a file; a broken file is named
+    assert combined_record(None, launch("f" * 40, 4), resumed=True)["from_step"] == 4
+    assert read_run_info(tmp_path / "run_info.json") is None
+    (tmp_path / "run_info.json").write_text("{not json")
+    with pytest.raises(ValueError, match="run_info.json: not valid JSON"):
+        read_run_info(tmp_path / "run_info.json")
+    (tmp_path / "run_info.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="expected a run record"):
+        read_run_info(tmp_path / "run_info.json")

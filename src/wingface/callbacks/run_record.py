@@ -2,13 +2,17 @@
 
 Every training run writes ``run_info.json`` to its folder (beside ``.hydra/config.yaml``, the
 resolved config) and sends the same record to its loggers, so a result can be traced back to the
-exact code, environment and data.
+exact code, environment and data. A launch that continues the run from a checkpoint keeps the
+record of the launch that started it and adds its own under ``"resumes"``: the weights of a
+resumed run were trained by every launch listed, and a finished run relaunched (to re-test it)
+appears there with ``from_step`` equal to its number of optimizer steps.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import platform
 import subprocess
 from importlib import metadata
@@ -34,6 +38,11 @@ PACKAGES = (
     "numpy",
 )
 """Distributions whose versions are recorded."""
+
+RUN_INFO_FILE = "run_info.json"
+"""The provenance record in a run folder."""
+
+log = logging.getLogger(__name__)
 
 
 def git_state(folder: Path) -> dict[str, Any]:
@@ -100,6 +109,41 @@ def run_record(datamodule: Any, code_folder: Path) -> dict[str, Any]:
     }
 
 
+def read_run_info(path: Path) -> dict[str, Any] | None:
+    """The record in ``path`` (a run folder's ``run_info.json``), or None when there is none.
+
+    Raises:
+        ValueError: naming the file when it is not a JSON object.
+    """
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error}); move it away to continue") from None
+    if not isinstance(record, dict) or "git" not in record:
+        raise ValueError(f"{path}: expected a run record (a JSON object with a 'git' entry)")
+    return record
+
+
+def combined_record(
+    earlier: dict[str, Any] | None, launch: dict[str, Any], resumed: bool
+) -> dict[str, Any]:
+    """The run's record after ``launch``: ``launch`` itself when it starts the run (or nothing
+    was recorded before), else (``resumed``: it continues from a checkpoint) ``earlier`` with
+    ``launch`` appended to its ``"resumes"``.
+
+    A resume whose data fingerprints differ from the recorded ones is kept and logged as a
+    warning (the faces the network sees changed between launches).
+    """
+    if earlier is None or not resumed:
+        return launch
+    if launch["data"] != earlier.get("data"):
+        log.warning("this launch's data fingerprints %s differ from the run's recorded ones %s",
+                    launch["data"], earlier.get("data"))  # fmt: skip
+    return {**earlier, "resumes": [*earlier.get("resumes", []), launch]}
+
+
 MODEL_CONFIG_KEY = "model_config"
 """Checkpoint entry holding the ``model`` config the weights were trained with."""
 
@@ -130,6 +174,12 @@ class RunRecord(L.Callback):
         self.code_folder = Path(code_folder)
         self.model_config = model_config
         self.model_option = model_option
+        self._resumed_from: int | None = None  # optimizer steps before this launch, if resumed
+
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        self._resumed_from = int(checkpoint.get("global_step", 0))
 
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
@@ -142,16 +192,24 @@ class RunRecord(L.Callback):
     def _record(self, trainer: L.Trainer) -> None:
         if not trainer.is_global_zero:
             return
-        record = run_record(trainer.datamodule, self.code_folder)
+        resumed = self._resumed_from is not None
+        launch = {
+            **run_record(trainer.datamodule, self.code_folder),
+            "from_step": self._resumed_from or 0,
+        }
+        path = self.output_dir / RUN_INFO_FILE
+        record = combined_record(read_run_info(path), launch, resumed)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         text = (json.dumps(record, indent=2) + "\n").encode()
-        write_atomically(self.output_dir / "run_info.json", lambda handle: handle.write(text))
+        write_atomically(path, lambda handle: handle.write(text))
         flat = {
             "run/git_commit": record["git"]["commit"],
             "run/git_dirty": record["git"]["dirty"],
             "run/python": record["python"],
             **{f"run/version/{k}": v for k, v in record["packages"].items()},
             **{f"run/data/{k}": v for k, v in record["data"].items()},
+            "run/launches": 1 + len(record.get("resumes", [])),
+            "run/last_launch_git_commit": launch["git"]["commit"],
         }
         for logger in trainer.loggers:
             logger.log_hyperparams(flat)
