@@ -288,3 +288,44 @@ def test_run_record_keeps_the_first_launch_and_lists_resumes(
     (tmp_path / "run_info.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="expected a run record"):
         read_run_info(tmp_path / "run_info.json")
+
+
+@pytest.mark.parametrize(
+    "name", ["0_loss=wing,seed=0", "b c[1]", "it's", "x\\y", "end\\", "q\\'x", "x\\\\y'"]
+)
+def test_logged_resume_command_names_the_folder_for_hydra(tmp_path: Path, name: str) -> None:
+    """The resume command a killed sweep job logs must reach its own folder, whatever
+    characters of the override grammar (``=``, ``,`` of a job's folder name) the path holds."""
+    import shlex
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from wingface.run_folder import resume_command
+
+    folder = tmp_path / name
+    words = shlex.split(resume_command(folder))
+    assert words[-1] == "ckpt_path=last"
+    override = OverridesParser.create().parse_override(words[-2])
+    assert override.key_or_group == "hydra.run.dir"
+    assert override.value() == str(folder.resolve())
+
+
+def test_claiming_a_folder_removes_the_unfinished_writes_of_a_killed_launch(
+    tmp_path: Path,
+) -> None:
+    from wingface.fault_tolerance import UNFINISHED_WRITE, write_atomically
+
+    names: list[str] = []  # the temporary file write_atomically really writes through
+    target = tmp_path / "checkpoints" / "last.ckpt"
+    write_atomically(target, lambda handle: names.extend(p.name for p in target.parent.iterdir()))
+    assert len(names) == 1 and UNFINISHED_WRITE.match(names[0]) and target.is_file()
+
+    left = tmp_path / "checkpoints" / names[0]  # as a SIGKILL during the write leaves it
+    left.write_bytes(b"partial")
+    kept = [tmp_path / ".notes.tmp", tmp_path / "wandb" / names[0], tmp_path / "metrics.json"]
+    for path in kept:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("{}")
+    with claim_run_folder(tmp_path):
+        assert not left.exists()
+    assert all(path.is_file() for path in kept) and target.read_bytes() == b""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
 import tempfile
 from pathlib import Path
@@ -194,6 +195,23 @@ def write_atomically(path: str | Path, write: Any) -> Path:
         raise
     _fsync_folder(path.parent)
     return path
+
+
+UNFINISHED_WRITE = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
+"""Name of :func:`write_atomically`'s temporary file (``.<name>.<8 random characters>.tmp``)."""
+
+
+def remove_unfinished_writes(folder: str | Path) -> list[Path]:
+    """Delete the temporary files of :func:`write_atomically` calls that never finished in
+    ``folder`` and below (a process killed with SIGKILL while writing cannot remove its own);
+    W&B's folders are left alone. Call it only while holding the folder's run lock, when no
+    other process can be writing there. Returns the files removed."""
+    removed = []
+    for path in sorted(Path(folder).rglob(".*.tmp")):
+        if UNFINISHED_WRITE.match(path.name) and "wandb" not in path.parts and path.is_file():
+            path.unlink()
+            removed.append(path)
+    return removed
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

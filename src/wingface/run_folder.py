@@ -21,6 +21,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import re
 import shlex
 import socket
 import sys
@@ -32,7 +33,7 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from wingface.fault_tolerance import write_atomically
+from wingface.fault_tolerance import remove_unfinished_writes, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,8 @@ def launch_rank() -> int:
 
 @contextlib.contextmanager
 def claim_run_folder(folder: str | Path) -> Iterator[None]:
-    """Hold ``folder``'s lock for the duration of the context.
+    """Hold ``folder``'s lock for the duration of the context. Once it holds the lock, the
+    temporary files of writes a killed launch left unfinished there are removed (logged).
 
     Raises:
         RunFolderBusyError: another process holds it (its pid, host, start time and command are in
@@ -146,6 +148,8 @@ def claim_run_folder(folder: str | Path) -> Iterator[None]:
         command = shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
         handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {started}: {command}\n")
         handle.flush()
+        for path in remove_unfinished_writes(folder):
+            log.warning("removed %s, the unfinished write of a launch that was killed", path)
         yield
     finally:
         fcntl.flock(handle, fcntl.LOCK_UN)
@@ -294,5 +298,14 @@ def resume_command(folder: str | Path) -> str:
         ]
     if script.suffix == ".py" and script.parent.name == "src":
         script = Path("src") / script.name
-    quoted_dir = shlex.quote(f"hydra.run.dir={Path(folder).resolve()}")
-    return shlex.join(["python", str(script), *overrides]) + f" {quoted_dir} ckpt_path=last"
+    run_dir = f"hydra.run.dir={hydra_quoted(str(Path(folder).resolve()))}"
+    return shlex.join(["python", str(script), *overrides, run_dir, "ckpt_path=last"])
+
+
+def hydra_quoted(value: str) -> str:
+    """``value`` as a quoted string of Hydra's override grammar, so that characters the grammar
+    reads (``=``, ``,``, brackets, spaces, as in a sweep job's folder ``0_loss=wing,seed=0``)
+    stay part of the value. Quotes are escaped, and so are the backslashes before a quote or
+    at the end (the grammar reads every other backslash as itself)."""
+    escaped = re.sub(r"(\\*)('|$)", lambda m: m.group(1) * 2 + ("\\'" if m.group(2) else ""), value)
+    return f"'{escaped}'"
