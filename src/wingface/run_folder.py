@@ -21,7 +21,6 @@ import contextlib
 import fcntl
 import logging
 import os
-import re
 import shlex
 import socket
 import sys
@@ -34,6 +33,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from wingface.fault_tolerance import remove_unfinished_writes, write_atomically
+from wingface.launch import hydra_quote
 
 log = logging.getLogger(__name__)
 
@@ -298,14 +298,5 @@ def resume_command(folder: str | Path) -> str:
         ]
     if script.suffix == ".py" and script.parent.name == "src":
         script = Path("src") / script.name
-    run_dir = f"hydra.run.dir={hydra_quoted(str(Path(folder).resolve()))}"
+    run_dir = f"hydra.run.dir={hydra_quote(str(Path(folder).resolve()))}"
     return shlex.join(["python", str(script), *overrides, run_dir, "ckpt_path=last"])
-
-
-def hydra_quoted(value: str) -> str:
-    """``value`` as a quoted string of Hydra's override grammar, so that characters the grammar
-    reads (``=``, ``,``, brackets, spaces, as in a sweep job's folder ``0_loss=wing,seed=0``)
-    stay part of the value. Quotes are escaped, and so are the backslashes before a quote or
-    at the end (the grammar reads every other backslash as itself)."""
-    escaped = re.sub(r"(\\*)('|$)", lambda m: m.group(1) * 2 + ("\\'" if m.group(2) else ""), value)
-    return f"'{escaped}'"
