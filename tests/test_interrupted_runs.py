@@ -340,3 +340,37 @@ def test_best_checkpoint_is_known_after_resuming_a_stock_checkpoint(tmp_path: Pa
     assert Path(resumed.best_model_path).name == "epoch=0-step=4.ckpt"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch=0-step=4.ckpt", "last.ckpt"]
     assert torch.load(tmp_path / "last.ckpt", weights_only=False)["epoch"] == 2
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_job_of_a_parallel_sweep_spares_the_other(
+    tmp_path: Path, env_with_tests: dict[str, str], small_data: list[str]
+) -> None:
+    """A job of ``hydra/launcher=parallel`` stopped by SIGTERM saves its checkpoint and fails
+    (the sweep's exit status says so, with the job's resume command); the job running beside
+    it in another process is not killed with it but finishes."""
+    sweep_dir = tmp_path / "sweep"
+    signal_at = signal_overrides(signal.SIGTERM, 0, 2, tmp_path / "signalled")
+    signal_at = [o for o in signal_at if ".epoch=" not in o]
+    args = [
+        "-m",
+        "hydra/launcher=parallel",
+        "+callbacks.signal_at.epoch=0,99",  # job 0 is signalled in its first epoch, job 1 never
+        *signal_at,
+        *small_data,
+        "trainer.max_epochs=3",
+        "logger=none",
+        "test=false",
+        "trainer.enable_progress_bar=false",
+        f"hydra.sweep.dir={sweep_dir}",
+        "hydra.sweep.subdir=${hydra.job.num}",  # the marker's path would nest the job folders
+    ]
+    result = call_script("train.py", args, env_with_tests)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, "an interrupted job must fail the sweep"
+    interrupted, spared = sweep_dir / "0", sweep_dir / "1"
+    assert "interrupted at epoch" in (interrupted / "train.log").read_text()
+    assert (interrupted / "checkpoints" / "last.ckpt").is_file()
+    assert not (interrupted / "metrics.json").exists()
+    assert "resume with" in output and str(interrupted) in output
+    assert json.loads((spared / "metrics.json").read_text())["val/nme_best"] > 0, output[-3000:]

@@ -160,6 +160,13 @@ def interrupted_exit_code(callback: InterruptCheckpoint | None) -> int:
     return 0 if callback is not None and callback.requeued else EXIT_INTERRUPTED
 
 
+class RunInterruptedError(Exception):
+    """A run stopped by SIGTERM after saving its resumable checkpoint, raised instead of
+    ``SystemExit`` where ending the process would take other runs with it (a job of a sweep
+    whose jobs share worker processes): the sweep records the job as failed, with this
+    message (where it stopped and the command that resumes it), and its other jobs go on."""
+
+
 def _fsync_folder(folder: Path) -> None:
     """Make a rename in ``folder`` durable (where the platform allows it)."""
     with contextlib.suppress(OSError):

@@ -27,6 +27,7 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.types import RunMode
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import OmegaConf
 
@@ -48,6 +49,21 @@ SWEEP_ONLY_HYDRA_PREFIXES = (
     "hydra.launcher",
     "hydra/launcher",
 )
+
+
+PROCESS_POOL_LAUNCHERS = ("parallel", "joblib")
+"""``hydra/launcher`` options that run a sweep's jobs in a shared pool of worker processes."""
+
+
+def runs_in_a_process_pool() -> bool:
+    """Whether this process runs a job of a multirun whose launcher shares worker processes
+    between jobs (:data:`PROCESS_POOL_LAUNCHERS`): there a job that ends the process (as
+    ``SystemExit`` does) makes the pool abort and kill the jobs running beside it."""
+    if not HydraConfig.initialized():
+        return False
+    hydra_cfg = HydraConfig.get()
+    launcher = hydra_cfg.runtime.choices.get("hydra/launcher")
+    return hydra_cfg.mode == RunMode.MULTIRUN and launcher in PROCESS_POOL_LAUNCHERS
 
 
 def hydra_quote(value: str) -> str:

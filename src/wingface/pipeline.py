@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 import lightning as L
 import numpy as np
@@ -28,10 +28,12 @@ from wingface.fault_tolerance import (
     LAST_CHECKPOINT,
     AtomicCheckpointIO,
     InterruptCheckpoint,
+    RunInterruptedError,
     StepRandomness,
     interrupted_exit_code,
     write_atomically,
 )
+from wingface.launch import hydra_quote, runs_in_a_process_pool
 from wingface.module import LandmarkModule
 from wingface.optim import scale_optimizer_lr
 from wingface.preflight import check_checkpoint_matches, check_run_config
@@ -314,9 +316,11 @@ def fit_and_test(cfg: DictConfig, record_in: Path | None = None) -> dict[str, fl
             try:
                 trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
             except SIGTERMException:
-                log.error("interrupted while testing (the fit had finished); test the best "
-                          "checkpoint with: python src/eval.py ckpt_path=%s", best)  # fmt: skip
-                raise SystemExit(interrupted_exit_code(None)) from None
+                stop_interrupted(
+                    "interrupted while testing (the fit had finished); test the best "
+                    f"checkpoint with: python src/eval.py ckpt_path={hydra_quote(best)}",
+                    interrupted_exit_code(None),
+                )
             metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
             if best:
                 metrics_line = ", ".join(
@@ -361,20 +365,29 @@ def best_checkpoint(trainer: L.Trainer, folder: Path) -> str:
     return ""
 
 
-def exit_interrupted(cfg: DictConfig, interrupt: InterruptCheckpoint) -> None:
+def exit_interrupted(cfg: DictConfig, interrupt: InterruptCheckpoint) -> NoReturn:
     """Log where a SIGTERMed fit stopped and how to resume it, then exit (status 143, or 0
-    when SLURM requeued the job)."""
+    when SLURM requeued the job; see :func:`stop_interrupted`)."""
     code = interrupted_exit_code(interrupt)
     if interrupt.requeued:
         log.warning("interrupted at epoch %s; SLURM requeued the job", interrupt.epoch)
-    else:
-        saved = f" (checkpoint {interrupt.saved})" if interrupt.saved else ""
-        log.error(
-            "interrupted at epoch %s%s; resume with:\n  %s",
-            interrupt.epoch,
-            saved,
-            resume_command(cfg.paths.output_dir),
-        )
+        raise SystemExit(code)
+    saved = f" (checkpoint {interrupt.saved})" if interrupt.saved else ""
+    stop_interrupted(
+        f"interrupted at epoch {interrupt.epoch}{saved}; resume with:\n  "
+        f"{resume_command(cfg.paths.output_dir)}",
+        code,
+    )
+
+
+def stop_interrupted(message: str, code: int) -> NoReturn:
+    """Log ``message`` and end the interrupted run: ``SystemExit(code)``, or, in a job of a
+    sweep whose jobs share worker processes (``hydra/launcher=parallel``), ``RunInterruptedError``,
+    which fails that job alone instead of ending the process its pool would then kill with
+    the jobs running beside it."""
+    log.error(message)
+    if runs_in_a_process_pool():
+        raise RunInterruptedError(message)
     raise SystemExit(code)
 
 
