@@ -19,7 +19,6 @@ minutes. Jobs are labelled by the overrides that tell them apart (``loss=wing``)
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from wingface.json_files import read_json_object
 from wingface.metrics import NORMALISATIONS
 from wingface.plots import plot_ced, plot_curves, plot_grouped_bars, plot_value_grids
 from wingface.run_folder import CONFIG_FILE, RECORD_FOLDER, recorded_overrides
@@ -201,18 +201,6 @@ def _read_csv(path: Path) -> list[list[str]]:
         return [row for row in csv.reader(handle) if row]
 
 
-def _read_metrics(path: Path) -> dict[str, float] | None:
-    if not path.is_file():
-        return None
-    try:
-        metrics = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from None
-    if not isinstance(metrics, dict):
-        raise ValueError(f"{path}: expected a JSON object of metrics")
-    return metrics
-
-
 def _key(override: str) -> str:
     """The key of ``key=value``, without Hydra's ``+``/``++``/``~`` prefixes."""
     return override.split("=", 1)[0].lstrip("+~")
@@ -236,7 +224,7 @@ def _load_job(path: Path) -> Job:
         dirname_excluded=[str(k) for k in excluded or []],
         config=(_read_yaml(config_path) or {}) if config_path.is_file() else {},
         choices=dict((hydra_cfg.get("runtime") or {}).get("choices") or {}),
-        metrics=_read_metrics(path / "metrics.json"),
+        metrics=read_json_object(path / "metrics.json", "a JSON object of metrics"),
     )
 
 

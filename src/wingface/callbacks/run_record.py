@@ -23,6 +23,7 @@ import lightning as L
 import numpy as np
 
 from wingface.fault_tolerance import write_atomically
+from wingface.json_files import read_json_object
 
 PACKAGES = (
     "torch",
@@ -113,16 +114,12 @@ def read_run_info(path: Path) -> dict[str, Any] | None:
     """The record in ``path`` (a run folder's ``run_info.json``), or None when there is none.
 
     Raises:
-        ValueError: naming the file when it is not a JSON object.
+        ValueError: naming the file when it is not a run record.
     """
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error}); move it away to continue") from None
-    if not isinstance(record, dict) or "git" not in record:
-        raise ValueError(f"{path}: expected a run record (a JSON object with a 'git' entry)")
+    expected = "a run record (a JSON object with a 'git' entry)"
+    record = read_json_object(path, expected)
+    if record is not None and "git" not in record:
+        raise ValueError(f"{path}: expected {expected}")
     return record
 
 
