@@ -31,6 +31,7 @@ from wingface.report import (
     load_jobs,
     nme_grids,
     pose_bars,
+    seed_groups,
     validation_curve,
     worst_faces,
     write_report,
@@ -281,6 +282,39 @@ def test_w_eps_grid_per_group_with_blank_cells(tmp_path: Path) -> None:
     lines = report.markdown.splitlines()
     assert "## Test NME (%) over loss.w × loss.eps (loss=wing balance=none)" in lines
     assert "| 1 | 5.00 | 4.70 |  |" in lines and "| 2 | 4.80 |  | 5.20 |" in lines
+
+
+def test_seeds_of_each_loss_are_summarised_with_their_spread(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    runs = [("wing", 0, 0.0411), ("l1", 0, 0.0406), ("wing", 1, 0.0395), ("l1", 1, None),
+            ("wing", 2, 0.0402), ("l1", 2, 0.0420)]  # fmt: skip
+    for num, (loss, seed, nme) in enumerate(runs):
+        metrics = None if nme is None else metrics_of(nme, **{"val/nme_best": nme + 0.002})
+        write_job(sweep, num, [f"loss={loss}", f"seed={seed}"], metrics, FACES)
+
+    wing, l1 = seed_groups(load_jobs(sweep))
+
+    assert (wing.label, wing.seeds) == ("loss=wing", [0, 1, 2])
+    assert (l1.label, l1.seeds) == ("loss=l1", [0, 2])
+    np.testing.assert_allclose(wing.nme, [4.11, 3.95, 4.02])
+    np.testing.assert_allclose(wing.val_best, [4.31, 4.15, 4.22])
+    assert wing.spread == pytest.approx(0.16) and l1.spread == pytest.approx(0.14)
+    lines = build_report(sweep).markdown.splitlines()
+    assert "## Across seeds" in lines
+    assert "| loss=wing | 0, 1, 2 | 4.03 | 3.95 | 4.11 | 0.16 | 4.23 |" in lines
+    assert "| loss=l1 | 0, 2 | 4.13 | 4.06 | 4.20 | 0.14 | 4.33 |" in lines
+
+
+def test_no_seed_summary_without_two_finished_seeds_of_one_group(tmp_path: Path) -> None:
+    one_seed = tmp_path / "one_seed"
+    write_job(one_seed, 0, ["loss=wing", "seed=0"], metrics_of(0.04), FACES)
+    write_job(one_seed, 1, ["loss=l1", "seed=0"], metrics_of(0.04), FACES)
+    unfinished = tmp_path / "unfinished"
+    write_job(unfinished, 0, ["loss=wing", "seed=0"], metrics_of(0.04), FACES)
+    write_job(unfinished, 1, ["loss=wing", "seed=1"], None, FACES)
+    for sweep in (one_seed, unfinished):
+        assert seed_groups(load_jobs(sweep)) == []
+        assert "## Across seeds" not in build_report(sweep).markdown
 
 
 def test_no_heat_map_when_the_sweep_keeps_w_and_eps(tmp_path: Path) -> None:

@@ -38,6 +38,7 @@ __all__ = [
     "Job",
     "NmeGrid",
     "PoseBars",
+    "SeedGroup",
     "SweepReport",
     "build_report",
     "ced_curves",
@@ -47,6 +48,7 @@ __all__ = [
     "nme_grids",
     "pose_bars",
     "report_table",
+    "seed_groups",
     "worst_faces",
     "write_figures",
     "write_report",
@@ -69,6 +71,7 @@ FINISHED = "finished"
 # Overrides that never change results, left out of job labels (compared without "+"/"~").
 _IGNORED_KEYS = ("trainer.enable_progress_bar", "trainer.enable_model_summary")
 _GRID_KEYS = ("loss.w", "loss.eps")
+SEED_KEY = "seed"
 
 
 @dataclass
@@ -163,6 +166,29 @@ class PoseBars:
     faces: list[int | None]
     series: dict[str, list[float]]
     note: str = ""
+
+
+@dataclass
+class SeedGroup:
+    """The finished jobs of a sweep that differ only in their seed, and their test NMEs.
+
+    Attributes:
+        label: the overrides that tell the group apart, without ``seed`` (``loss=wing``; ``""``
+            when the sweep varies nothing else).
+        seeds: ``(S,)`` the finished jobs' seeds, ascending.
+        nme: ``(S,)`` their primary test NME (%), in ``seeds`` order.
+        val_best: ``(S,)`` their best validation NME (%), NaN where not reported.
+    """
+
+    label: str
+    seeds: list[int]
+    nme: list[float]
+    val_best: list[float]
+
+    @property
+    def spread(self) -> float:
+        """Largest minus smallest test NME over the seeds (percentage points)."""
+        return max(self.nme) - min(self.nme)
 
 
 @dataclass
@@ -428,6 +454,65 @@ def nme_grids(jobs: Sequence[Job]) -> list[NmeGrid]:
     return grids
 
 
+def seed_groups(jobs: Sequence[Job]) -> list[SeedGroup]:
+    """The finished jobs grouped by their distinguishing overrides other than ``seed``.
+
+    Returned (in the order of each group's first job) when the sweep varies ``seed`` and some
+    group has at least two finished seeds, else ``[]``: then the spread between seeds can be
+    set against the differences between groups (``loss=wing`` against ``loss=l1``).
+    """
+    if not any(_key(o) == SEED_KEY for job in jobs for o in job.label.split()):
+        return []
+    groups: dict[str, list[tuple[int, float, float]]] = {}
+    for job in jobs:
+        seed = job.config_value(SEED_KEY)
+        if not job.finished or "test/nme" not in (job.metrics or {}) or seed is None:
+            continue
+        label = " ".join(o for o in job.label.split() if _key(o) != SEED_KEY)
+        val_best = (job.metrics or {}).get("val/nme_best", math.nan)
+        runs = groups.setdefault(label, [])
+        runs.append((int(seed), 100 * job.metrics["test/nme"], 100 * val_best))
+    if not any(len(runs) >= 2 for runs in groups.values()):
+        return []
+    result = []
+    for label, runs in groups.items():
+        runs.sort()
+        result.append(
+            SeedGroup(
+                label=label,
+                seeds=[seed for seed, _, _ in runs],
+                nme=[nme for _, nme, _ in runs],
+                val_best=[val for _, _, val in runs],
+            )
+        )
+    return result
+
+
+def _seed_markdown(groups: Sequence[SeedGroup], primary: str) -> str:
+    columns = [
+        "jobs",
+        "seeds",
+        f"nme_{primary} % mean",
+        "min",
+        "max",
+        "spread (max - min)",
+        "val/nme_best % mean",
+    ]
+    rows = [
+        [
+            group.label or "all",
+            ", ".join(str(seed) for seed in group.seeds),
+            float(np.mean(group.nme)),
+            min(group.nme),
+            max(group.nme),
+            group.spread,
+            float(np.mean(group.val_best)),
+        ]
+        for group in groups
+    ]
+    return markdown_table(columns, rows)
+
+
 def pose_bars(jobs: Sequence[Job]) -> PoseBars | None:
     """The primary test NME (%) per pose bin of each finished job, from ``nme_per_pose.csv``.
 
@@ -634,6 +719,18 @@ def _markdown(sweep_dir: Path, jobs: Sequence[Job], columns: list[str], rows: li
             f"## Test NME (%) over loss.w × loss.eps{f' ({grid.group})' if grid.group else ''}"
         )
         parts += ["", heading, "", _grid_markdown(grid)]
+    groups = seed_groups(jobs)
+    if groups:
+        parts += [
+            "",
+            "## Across seeds",
+            "",
+            "Test NME (%) of the finished jobs that differ only in their seed: mean, smallest, "
+            "largest and their spread. A difference between two groups' means that is smaller "
+            "than their spreads is within the variation between seeds.",
+            "",
+            _seed_markdown(groups, _primary_name(jobs)),
+        ]
     return "\n".join(parts) + "\n"
 
 
