@@ -257,6 +257,8 @@ def test_data_option_pointed_at_another_dataset(compose_train, tmp_path: Path) -
         (["optim.optimizer.lr=-1"], r"optim.optimizer.lr must be a finite number > 0, got -1"),
         (["optim.optimizer.lr=0"], r"optim.optimizer.lr must be a finite number > 0, got 0"),
         (["seed=abc"], r"seed must be a whole number, got 'abc'"),
+        (["data.context_oversample=0"], r"data.context_oversample must be a whole number >= 1"),
+        (["data.context_oversample=1.5"], r"data.context_oversample must be a whole number >= 1"),
     ],
 )
 def test_invalid_config_values_name_the_key(compose_train, overrides, expected: str) -> None:

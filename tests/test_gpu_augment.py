@@ -16,7 +16,7 @@ import torch
 from hydra.utils import instantiate
 
 from wingface.data.datamodule import FaceDataModule
-from wingface.data.dataset import FaceCropDataset
+from wingface.data.dataset import ContextCrops, FaceCropDataset
 from wingface.data.faces import FaceSet
 from wingface.data.gpu_augment import (
     BatchAugmentation,
@@ -51,15 +51,19 @@ def albumentations_geometry(
     rotate: float,
     scale: tuple[float, float],
     shift: tuple[int, int],
+    oversample: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The albumentations path's flip + ``A.Affine`` + centre crop with fixed parameters."""
+    """The albumentations path's flip + ``A.Affine`` + centre crop with fixed parameters (the
+    affine's scale divided by ``oversample``, as for context crops stored at that many pixels
+    per input pixel)."""
+    sx, sy = scale[0] / oversample, scale[1] / oversample
     visibility = np.ones(len(points), bool)
     if flip:
         image, points, visibility = horizontal_flip(image, points, visibility, IBUG68.flip_array())
     compose = A.Compose(
         [
             A.Affine(
-                scale={"x": (scale[0], scale[0]), "y": (scale[1], scale[1])},
+                scale={"x": (sx, sx), "y": (sy, sy)},
                 translate_px={"x": (shift[0], shift[0]), "y": (shift[1], shift[1])},
                 rotate=(rotate, rotate),
                 interpolation=cv2.INTER_LINEAR,
@@ -75,6 +79,7 @@ def albumentations_geometry(
     return out["image"], np.asarray(out["keypoints"], dtype=np.float32)
 
 
+@pytest.mark.parametrize("oversample", [1, 2, 3])
 @pytest.mark.parametrize(
     "flip,rotate,scale,shift",
     [
@@ -85,18 +90,22 @@ def albumentations_geometry(
     ],
 )
 def test_same_affine_moves_images_and_landmarks_like_albumentations(
-    flip: bool, rotate: float, scale: tuple[float, float], shift: tuple[int, int]
+    flip: bool, rotate: float, scale: tuple[float, float], shift: tuple[int, int], oversample: int
 ) -> None:
-    image = smooth_image()
-    points = np.random.default_rng(0).uniform(-5, 85, (68, 2)).astype(np.float32)
-    ref_image, ref_points = albumentations_geometry(image, points, flip, rotate, scale, shift)
+    context = CONTEXT * oversample
+    image = smooth_image(context)
+    points = np.random.default_rng(0).uniform(-5, context + 5, (68, 2)).astype(np.float32)
+    ref_image, ref_points = albumentations_geometry(
+        image, points, flip, rotate, scale, shift, oversample
+    )
     matrices = geometry_matrices(
         torch.tensor([flip]),
         torch.tensor([rotate]),
         torch.tensor([scale]),
         torch.tensor([shift], dtype=torch.float32),
-        CONTEXT,
+        context,
         INPUT,
+        oversample,
     )
     batch = torch.from_numpy(image).permute(2, 0, 1)[None]
     warped = warp_images(batch, matrices, INPUT)[0].permute(1, 2, 0).numpy()
@@ -399,11 +408,13 @@ class _Faces:
         )
 
 
-def _datamodule(on_device: bool, augment: bool = True, workers: int = 0) -> FaceDataModule:
+def _datamodule(
+    on_device: bool, augment: bool = True, workers: int = 0, oversample: int = 1
+) -> FaceDataModule:
     repeats = np.array([1, 2, 1, 1, 3, 1, 1, 1, 2, 1, 1, 1])
     datamodule = FaceDataModule(
         _Faces(), None, "300w", 68, 32, batch_size=5, eval_batch_size=7, num_workers=workers,
-        balance=lambda *_: repeats, seed=3, on_device=on_device,
+        balance=lambda *_: repeats, seed=3, on_device=on_device, context_oversample=oversample,
     )  # fmt: skip
     if augment:
         datamodule.augment = lambda **kwargs: BatchAugmentation(**kwargs, occlusion_prob=0.3)
@@ -417,10 +428,12 @@ def _epoch(datamodule: FaceDataModule, split: str, epoch: int) -> list[dict]:
     return [datamodule.on_after_batch_transfer(dict(batch), 0) for batch in loader]
 
 
+@pytest.mark.parametrize("oversample", [1, 2])
 @pytest.mark.parametrize("augment", [True, False], ids=["augment=gpu", "augment=none"])
-def test_device_resident_batches_equal_the_loader_batches(augment: bool) -> None:
+def test_device_resident_batches_equal_the_loader_batches(augment: bool, oversample: int) -> None:
     """``data.on_device`` gives exactly the data loader's batches (workers or not)."""
-    loader, resident = _datamodule(False, augment, workers=1), _datamodule(True, augment)
+    loader = _datamodule(False, augment, workers=1, oversample=oversample)
+    resident = _datamodule(True, augment, oversample=oversample)
     for split, epoch in (("train", 0), ("train", 2), ("val", 0), ("test", 0)):
         expected, got = _epoch(loader, split, epoch), _epoch(resident, split, epoch)
         assert len(expected) == len(got) > 1
@@ -453,6 +466,67 @@ def test_batched_path_augments_the_same_faces_as_their_centre_crops() -> None:
             torch.testing.assert_close(batch["landmarks"][i], expected["landmarks"])
 
 
+def test_oversampled_context_crops_hold_the_same_faces() -> None:
+    """``data.context_oversample=k``: context crops of k times the pixels, whose landmarks are
+    the centre crops' at k pixels per input pixel; the centre crops (warped from the photo
+    directly) are the window of the plain context crops (up to OpenCV's rounding)."""
+    faces = _Faces().load("train")
+    plain = ContextCrops(faces, 32, 1.28, 1.25)
+    sharp = ContextCrops(faces, 32, 1.28, 1.25, oversample=2)
+    assert plain.context_size == 40 and sharp.context_size == 80
+    assert sharp.images.shape == (12, 80, 80, 3) and sharp.centre_images.shape == (12, 32, 32, 3)
+    np.testing.assert_allclose(sharp.centre_landmarks, plain.centre_landmarks, atol=1e-4)
+    np.testing.assert_allclose(plain.centre_landmarks, plain.landmarks - 4, atol=0)
+    np.testing.assert_allclose(
+        (sharp.landmarks + 0.5) / 2 - 0.5 - 4, sharp.centre_landmarks, atol=1e-4
+    )
+    difference = np.abs(sharp.centre_images.astype(int) - plain.centre_images)
+    assert difference.max() <= 1
+
+
+def textured_faces(count: int) -> FaceSet:
+    """Faces of 128-px boxes on 256-px photos of smooth noise (detail at about 2 photo px)."""
+    rng = np.random.default_rng(0)
+    noise = [cv2.GaussianBlur(rng.normal(size=(256, 256, 3)), (0, 0), 2.0) for _ in range(count)]
+    images = np.clip(128 + 50 * np.stack(noise) / np.std(noise), 0, 255).astype(np.uint8)
+    return FaceSet(
+        images=images,
+        landmarks=rng.uniform(80.0, 176.0, (count, 68, 2)).astype(np.float32),
+        visibility=np.ones((count, 68), bool),
+        boxes=np.tile(np.array([64.0, 64.0, 192.0, 192.0], np.float32), (count, 1)),
+        flip_permutation=IBUG68.flip_array(),
+    )
+
+
+def test_oversampled_context_crops_keep_augmented_faces_as_sharp_as_evaluation_faces() -> None:
+    """Augmenting a context crop interpolates it a second time: at 1 pixel per input pixel the
+    augmented faces lose more than half the detail (mean squared pixel difference of
+    neighbours) of the evaluation crops warped from the photo; at 3 they keep most of it."""
+
+    def detail(images: np.ndarray) -> float:
+        x = images.astype(np.float64)
+        return float(np.mean(np.diff(x, axis=-1) ** 2) + np.mean(np.diff(x, axis=-2) ** 2))
+
+    faces = textured_faces(16)
+    kept = {}
+    for oversample in (1, 3):
+        crops = ContextCrops(faces, 32, 1.28, 1.25, oversample)
+        augment = BatchAugmentation(
+            32, crops.context_size, IBUG68.flip_array(), oversample=oversample, brightness=0,
+            contrast=0, saturation=0, hue=0, blur_prob=0, occlusion_prob=0,
+        )  # fmt: skip
+        images, _, _ = augment(
+            torch.from_numpy(crops.images).permute(0, 3, 1, 2),
+            torch.from_numpy(crops.landmarks),
+            torch.ones(16, 68),
+            sample_keys(0, 0, torch.arange(16), torch.device("cpu")),
+        )
+        kept[oversample] = detail(images.numpy()) / detail(
+            crops.centre_images.transpose(0, 3, 1, 2)
+        )
+    assert kept[1] < 0.5 and kept[3] > 0.8
+
+
 def test_on_device_rejects_the_per_sample_augmentation() -> None:
     datamodule = _datamodule(True, augment=False)
     datamodule.augment = lambda **kwargs: TrainAugmentation(**kwargs)
@@ -479,3 +553,23 @@ def test_augment_none_config_trains_on_centre_crops_on_either_path(
             torch.testing.assert_close(loaded[key], resident[key], rtol=0, atol=0)
         for i, face in enumerate(resident["index"].tolist()):
             torch.testing.assert_close(resident["image"][i], centre[face]["image"], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("augment", ["default", "gpu"])
+def test_context_oversample_config_serves_input_size_batches_on_either_path(
+    compose_train, small_data: list[str], augment: str
+) -> None:
+    """``data.context_oversample=2``: context crops of twice the pixels, training batches at
+    the network's input size from either augmentation path, evaluation batches the centre
+    crops warped from the photo."""
+    cfg = compose_train(f"augment={augment}", "data.context_oversample=2", *small_data)
+    datamodule = instantiate(cfg.data)
+    train = _epoch(datamodule, "train", 0)[0]
+    crops = datamodule._crops("train")
+    assert crops.context_size == 2 * 80 and crops.oversample == 2
+    assert train["image"].shape[1:] == (3, 64, 64) and train["image"].dtype == torch.uint8
+    assert torch.isfinite(train["landmarks"]).all()
+    val = _epoch(datamodule, "val", 0)[0]
+    val_crops = datamodule._crops("val")
+    expected = torch.from_numpy(val_crops.centre_images[: len(val["image"])]).permute(0, 3, 1, 2)
+    torch.testing.assert_close(val["image"], expected, rtol=0, atol=0)

@@ -76,9 +76,12 @@ def faces_side_by_side(count: int) -> FaceSet:
     )
 
 
-def test_predictor_crops_like_the_test_pipeline_and_maps_back_to_the_image() -> None:
+@pytest.mark.parametrize("oversample", [1, 3])
+def test_predictor_crops_like_the_test_pipeline_and_maps_back_to_the_image(
+    oversample: int,
+) -> None:
     faces = faces_side_by_side(3)
-    crops = ContextCrops(faces, INPUT_SIZE, CROP_SCALE, context_scale=1.25)
+    crops = ContextCrops(faces, INPUT_SIZE, CROP_SCALE, context_scale=1.25, oversample=oversample)
     dataset = FaceCropDataset(crops, np.arange(len(faces)))
     samples = [dataset[i] for i in range(len(dataset))]
     oracle = OracleNet(

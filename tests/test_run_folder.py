@@ -27,6 +27,7 @@ from wingface.run_folder import (
     claim_run_folder,
     config_differences,
     record_run_config,
+    with_later_key_defaults,
 )
 
 
@@ -94,6 +95,20 @@ def test_a_switch_added_later_at_its_old_behaviour_is_no_change() -> None:
     assert config_differences(recorded, on) == {"test_time_flip": ("<absent>", True)}
     removed = OmegaConf.create({"seed": 1, "data": {}})
     assert "data.batch_size" in config_differences(recorded, removed)
+    # ... also inside a config group (data.context_oversample came after the first 300-W runs)
+    plain = OmegaConf.merge(recorded, {"data": {"context_oversample": 1}})
+    assert config_differences(recorded, plain) == {}
+    sharp = OmegaConf.merge(recorded, {"data": {"context_oversample": 3}})
+    assert config_differences(recorded, sharp) == {"data.context_oversample": ("<absent>", 3)}
+
+
+def test_a_run_recorded_before_a_switch_reads_as_what_it_trained_with() -> None:
+    recorded = OmegaConf.create({"seed": 1, "data": {"batch_size": 64}, "loss": {"w": 10}})
+    run_cfg = with_later_key_defaults(recorded)
+    assert run_cfg.test_time_flip is False and run_cfg.data.context_oversample == 1
+    assert "context_oversample" not in run_cfg.loss
+    newer = with_later_key_defaults(OmegaConf.create({"data": {"context_oversample": 3}}))
+    assert newer.data.context_oversample == 3
 
 
 def test_a_fresh_launch_into_a_folder_with_checkpoints_is_refused(tmp_path: Path) -> None:

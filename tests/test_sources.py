@@ -93,7 +93,7 @@ def test_real_lfpw_mean_shape_baseline_matches_the_reference() -> None:
     datamodule = FaceDataModule(source, str(REAL_300W), "300w", 68, 64, num_workers=0)
     datamodule.setup()  # every split: the test below compares train and test
     assert len(datamodule.crops["train"]) + len(source.load("val")) == 2012
-    test = torch.from_numpy(datamodule.crops["test"].input_landmarks())
+    test = torch.from_numpy(datamodule.crops["test"].centre_landmarks)
     assert len(test) == 224
     mean = datamodule.train_mean_shape().expand_as(test)
     for kind, reference in (("inter_ocular", 0.1575), ("inter_pupil", 0.2176)):

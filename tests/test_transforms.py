@@ -95,11 +95,16 @@ def test_flip_moves_the_pixel_under_each_landmark() -> None:
     np.testing.assert_allclose(flipped_point[0], [35.0, 20.0])
 
 
-def test_augmentation_moves_image_and_landmarks_identically() -> None:
+@pytest.mark.parametrize("oversample", [1, 2, 3])
+def test_augmentation_moves_image_and_landmarks_identically(oversample: int) -> None:
+    """Also with context crops stored at ``oversample`` pixels per input pixel, shrunk to the
+    input's resolution by the affine."""
     rng = np.random.default_rng(2)
+    context = 80 * oversample
     augment = TrainAugmentation(
         input_size=64,
-        context_size=80,
+        context_size=context,
+        oversample=oversample,
         flip_permutation=np.array([0]),
         flip_prob=0.5,
         brightness=0.0,
@@ -112,8 +117,9 @@ def test_augmentation_moves_image_and_landmarks_identically() -> None:
     augment.reseed(3)
     for _ in range(20):
         point = rng.uniform(28, 52, size=(1, 2)).astype(np.float32)
+        point = (point + 0.5) * oversample - 0.5  # the same place, in context-crop pixels
         out_image, out_points, _ = augment(
-            blob_image(80, point[0], sigma=2.0), point, np.ones(1, bool)
+            blob_image(context, point[0], sigma=2.0 * oversample), point, np.ones(1, bool)
         )
         assert out_image.shape == (64, 64, 3)
         np.testing.assert_allclose(blob_centre(out_image), out_points[0], atol=0.15)

@@ -85,6 +85,7 @@ LATER_KEY_DEFAULTS: dict[str, Any] = {
     "compile": False,
     "skip_nonfinite_loss": False,
     "test_time_flip": False,
+    "data.context_oversample": 1,
 }
 """Switches added after runs were recorded, with the behaviour of a run config that lacks them
 (what such a run trained with): :func:`~wingface.pipeline.build_module` applies these to old
@@ -96,8 +97,11 @@ def with_later_key_defaults(run_cfg: DictConfig) -> DictConfig:
     default, so that a run recorded before a switch existed takes ``key=value`` overrides
     (``python src/eval.py ... test_time_flip=true``) like a newer one."""
     with open_dict(run_cfg):
-        for key, value in LATER_KEY_DEFAULTS.items():  # top-level keys
-            run_cfg.setdefault(key, value)
+        for key, value in LATER_KEY_DEFAULTS.items():
+            parent, _, name = key.rpartition(".")
+            node = OmegaConf.select(run_cfg, parent) if parent else run_cfg
+            if isinstance(node, DictConfig) and name not in node:
+                node[name] = value
     return run_cfg
 
 

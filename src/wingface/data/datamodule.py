@@ -28,7 +28,7 @@ from wingface.data.gpu_augment import BatchAugmentation, sample_keys
 from wingface.data.head_pose import estimated_yaw_flags
 from wingface.data.sampler import BalancedEpochSampler
 from wingface.data.sources import FaceSource
-from wingface.data.transforms import TrainAugmentation
+from wingface.data.transforms import TrainAugmentation, check_oversample
 from wingface.landmarks import get_scheme
 from wingface.metrics import DEFAULT_NORMALISATIONS
 
@@ -67,14 +67,18 @@ class FaceDataModule(L.LightningDataModule):
         input_size: network input side in pixels (``model.input_size``).
         crop_scale: crop side as a multiple of the longer face-box side.
         context_scale: context crop side as a multiple of the input crop (room for augmentation).
+        context_oversample: context-crop pixels per network-input pixel
+            (``data.context_oversample``): above 1 the augmentation resamples a sharper context
+            crop down to the input, so augmented training faces are as sharp as the evaluation
+            crops (warped from the photo directly) instead of interpolated twice.
         batch_size: training batch size.
         eval_batch_size: validation / test batch size.
         num_workers: data-loader worker processes (``data.num_workers``, 0: load in the
             training process).
         augment: builds the training augmentation from ``(input_size, context_size,
-            flip_permutation)``: a :class:`TrainAugmentation` (per sample, in the loader) or a
-            :class:`BatchAugmentation` (per batch, after transfer); None, or a factory that
-            returns None (``augment=none``), trains on un-augmented centre crops.
+            flip_permutation, oversample)``: a :class:`TrainAugmentation` (per sample, in the
+            loader) or a :class:`BatchAugmentation` (per batch, after transfer); None, or a
+            factory that returns None (``augment=none``), trains on un-augmented centre crops.
         balance: returns each training face's repeat count from the training shapes.
         pin_memory: pin host memory for faster transfers to an accelerator.
         protocol: the evaluation protocol (``data.protocol``, an
@@ -112,6 +116,7 @@ class FaceDataModule(L.LightningDataModule):
         input_size: int,
         crop_scale: float = 1.28,
         context_scale: float = 1.25,
+        context_oversample: int = 1,
         batch_size: int = 64,
         eval_batch_size: int = 256,
         num_workers: int = 2,
@@ -155,6 +160,7 @@ class FaceDataModule(L.LightningDataModule):
         self.input_size = input_size
         self.crop_scale = crop_scale
         self.context_scale = context_scale
+        self.context_oversample = check_oversample(context_oversample)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
@@ -202,7 +208,11 @@ class FaceDataModule(L.LightningDataModule):
                     estimated_yaw_flags(faces.landmarks, faces.visibility, self.scheme.name)
                 )
             self.crops[split] = ContextCrops(
-                faces, self.input_size, self.crop_scale, self.context_scale
+                faces,
+                self.input_size,
+                self.crop_scale,
+                self.context_scale,
+                self.context_oversample,
             )
             log.info("%s split: %d faces cropped", split, len(faces))
         return self.crops[split]
@@ -254,7 +264,7 @@ class FaceDataModule(L.LightningDataModule):
 
     def train_mean_shape(self) -> torch.Tensor:
         """``(L, 2)`` mean training shape in input pixels (un-augmented centre crops)."""
-        return torch.from_numpy(self._crops("train").input_landmarks().mean(axis=0))
+        return torch.from_numpy(self._crops("train").centre_landmarks.mean(axis=0))
 
     def augmentation(self) -> TrainAugmentation | BatchAugmentation | None:
         """The training augmentation (built once, for the training crops' sizes)."""
@@ -263,6 +273,7 @@ class FaceDataModule(L.LightningDataModule):
                 input_size=self.input_size,
                 context_size=self._crops("train").context_size,
                 flip_permutation=self.scheme.flip_array(),
+                oversample=self.context_oversample,
             )
             self._augmentation_built = True
             if (

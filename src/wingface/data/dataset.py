@@ -13,6 +13,7 @@ from wingface.data.faces import FaceSet
 from wingface.data.transforms import (
     TrainAugmentation,
     centre_crop_offset,
+    context_side_in_input_pixels,
     crop_matrix,
     transform_points,
     warp_crop,
@@ -20,45 +21,75 @@ from wingface.data.transforms import (
 
 
 class ContextCrops:
-    """Faces pre-cropped once into square uint8 context crops held in memory.
+    """Faces pre-cropped once into square uint8 context crops held in memory, and their
+    network-input (centre) crops for evaluation and un-augmented training.
+
+    A context crop covers ``context_scale`` times the input crop, stored at ``oversample``
+    pixels per input pixel; augmentation resamples it to the input size. With ``oversample``
+    1 the centre crop is its central window (a view); with more, the centre crop is warped
+    from the photo directly at input resolution (what the augmentation's identity gives, up to
+    interpolation), so that augmented training faces are no blurrier than evaluation faces.
 
     Attributes:
-        images: ``(N, C, C, 3)`` uint8, ``C = context_size``.
+        images: ``(N, K, K, 3)`` uint8 context crops, ``K = context_size``.
         landmarks: ``(N, L, 2)`` float32 in context-crop pixels.
+        centre_images: ``(N, S, S, 3)`` uint8 network-input crops, ``S = input_size``.
+        centre_landmarks: ``(N, L, 2)`` float32 in network-input pixels.
         visibility: ``(N, L)`` bool.
         attributes: the faces' named ``(N,)`` bool flags (evaluation subsets).
         names: the faces' identifiers.
-        input_size: side ``S`` of the central network-input window.
-        context_size: side ``C`` of each crop.
+        input_size: side ``S`` of the network input.
+        context_size: side ``K`` of each context crop, in its own pixels.
+        oversample: context-crop pixels per input pixel.
     """
 
     def __init__(
-        self, faces: FaceSet, input_size: int, crop_scale: float, context_scale: float
+        self,
+        faces: FaceSet,
+        input_size: int,
+        crop_scale: float,
+        context_scale: float,
+        oversample: int = 1,
     ) -> None:
         if context_scale < 1.0:
             raise ValueError(f"data.context_scale must be >= 1, got {context_scale}")
-        context_size = input_size + 2 * round(input_size * (context_scale - 1.0) / 2.0)
-        centre_crop_offset(context_size, input_size)
+        context_side = input_size + 2 * round(input_size * (context_scale - 1.0) / 2.0)
+        offset = centre_crop_offset(context_side, input_size)
+        context_size = context_side * oversample
+        context_side_in_input_pixels(context_size, input_size, oversample)  # validates
         self.input_size = input_size
         self.context_size = context_size
+        self.oversample = oversample
         n, num_points = len(faces), faces.num_points
         self.images = np.empty((n, context_size, context_size, 3), dtype=np.uint8)
         self.landmarks = np.empty((n, num_points, 2), dtype=np.float32)
         self.visibility = faces.visibility.astype(bool)
         self.attributes = faces.attributes
         self.names = faces.names
-        context_crop_scale = crop_scale * context_size / input_size
+        context_crop_scale = crop_scale * context_side / input_size
         for i in range(n):
             matrix = crop_matrix(faces.boxes[i], context_crop_scale, context_size)
             self.images[i] = warp_crop(faces.images[i], matrix, context_size)
             self.landmarks[i] = transform_points(faces.landmarks[i], matrix)
+        if oversample == 1:
+            window = slice(offset, offset + input_size)
+            self.centre_images = self.images[:, window, window]
+            self.centre_landmarks = self.landmarks - offset
+            return
+        self.centre_images = np.empty((n, input_size, input_size, 3), dtype=np.uint8)
+        self.centre_landmarks = np.empty((n, num_points, 2), dtype=np.float32)
+        for i in range(n):
+            matrix = crop_matrix(faces.boxes[i], crop_scale, input_size)
+            self.centre_images[i] = warp_crop(faces.images[i], matrix, input_size)
+            self.centre_landmarks[i] = transform_points(faces.landmarks[i], matrix)
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def input_landmarks(self) -> np.ndarray:
-        """``(N, L, 2)`` landmarks in network-input pixels of the un-augmented centre crop."""
-        return self.landmarks - centre_crop_offset(self.context_size, self.input_size)
+    @property
+    def centre_is_window(self) -> bool:
+        """Whether :attr:`centre_images` is the central window of :attr:`images` (a view)."""
+        return self.oversample == 1
 
 
 class FaceCropDataset(Dataset):
@@ -137,13 +168,10 @@ class FaceCropDataset(Dataset):
             return {key: torch.stack([s[key] for s in samples]) for key in samples[0]}
         epoch, position = np.divmod(np.asarray(items, dtype=np.int64), len(self.indices))
         index = self.indices[position]
-        images = self.crops.images[index]
-        landmarks = self.crops.landmarks[index]
-        if not self.context:
-            offset = centre_crop_offset(self.crops.context_size, self.crops.input_size)
-            size = self.crops.input_size
-            images = images[:, offset : offset + size, offset : offset + size]
-            landmarks = landmarks - offset
+        if self.context:
+            images, landmarks = self.crops.images[index], self.crops.landmarks[index]
+        else:
+            images, landmarks = self.crops.centre_images[index], self.crops.centre_landmarks[index]
         batch = {
             "image": torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
             "landmarks": torch.from_numpy(np.ascontiguousarray(landmarks, dtype=np.float32)),
@@ -162,34 +190,41 @@ def collate_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 class DeviceCrops:
-    """A split's context crops as tensors on one device (``data.on_device``).
+    """A split's context and centre crops as tensors on one device (``data.on_device``).
 
     Attributes:
-        images: ``(N, 3, C, C)`` uint8.
+        images: ``(N, 3, K, K)`` uint8 context crops.
         landmarks: ``(N, L, 2)`` float32 in context-crop pixels.
+        centre_images: ``(N, 3, S, S)`` uint8 (a view of :attr:`images` when the centre crop
+            is its central window).
+        centre_landmarks: ``(N, L, 2)`` float32 in input pixels.
         visibility: ``(N, L)`` float32.
-        input_size: side ``S`` of the central network-input window.
     """
 
     def __init__(self, crops: ContextCrops, device: torch.device) -> None:
         images = torch.from_numpy(crops.images).permute(0, 3, 1, 2)
         self.images = images.to(device).contiguous()
         self.landmarks = torch.from_numpy(crops.landmarks).to(device)
+        if crops.centre_is_window:
+            offset = centre_crop_offset(crops.context_size, crops.input_size)
+            window = slice(offset, offset + crops.input_size)
+            self.centre_images = self.images[:, :, window, window]
+        else:
+            centre = torch.from_numpy(crops.centre_images).permute(0, 3, 1, 2)
+            self.centre_images = centre.to(device).contiguous()
+        self.centre_landmarks = torch.from_numpy(crops.centre_landmarks).to(device)
         self.visibility = torch.from_numpy(crops.visibility.astype(np.float32)).to(device)
-        self.input_size = crops.input_size
-        self.offset = centre_crop_offset(crops.context_size, crops.input_size)
 
     def batch(
         self, faces: torch.Tensor, epoch: torch.Tensor, position: torch.Tensor, context: bool
     ) -> dict[str, torch.Tensor]:
         """The batch of ``(B,)`` ``faces`` (device int64), as :class:`FaceCropDataset` gives it:
         centre crops, or with ``context`` the context crops plus ``epoch`` and ``position``."""
-        images = self.images[faces]
-        landmarks = self.landmarks[faces]
-        if not context:
-            size, offset = self.input_size, self.offset
-            images = images[:, :, offset : offset + size, offset : offset + size].contiguous()
-            landmarks = landmarks - offset
+        if context:
+            images, landmarks = self.images[faces], self.landmarks[faces]
+        else:
+            images = self.centre_images[faces].contiguous()
+            landmarks = self.centre_landmarks[faces]
         batch = {
             "image": images,
             "landmarks": landmarks,

@@ -28,7 +28,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wingface.data.transforms import AugmentOptions, centre_crop_offset
+from wingface.data.transforms import (
+    AugmentOptions,
+    centre_crop_offset,
+    context_side_in_input_pixels,
+)
 
 _MASK32 = 0xFFFFFFFF
 
@@ -153,21 +157,26 @@ def geometry_matrices(
     shift: torch.Tensor,
     context_size: int,
     input_size: int,
+    oversample: int = 1,
 ) -> torch.Tensor:
     """``(B, 2, 3)`` float64 matrices from context-crop pixels to network-input pixels.
 
     The composition the albumentations path applies: optional mirror ``x -> C - 1 - x``, then
     ``T(c) T(shift) R(rotate) S(scale) T(-c)`` about the crop centre ``c = (C - 1) / 2``
-    (albumentations' ``Affine`` matrix), then the centre crop (minus the crop offset).
+    (albumentations' ``Affine`` matrix), then the centre crop (minus the crop offset); ``C`` is
+    the context side in input pixels. A crop stored at ``oversample`` pixels per input pixel
+    is first brought to input pixels, ``x -> (x + 1/2) / oversample - 1/2`` (pixel centres).
 
     Args:
         flip: ``(B,)`` bool.
         rotate: ``(B,)`` degrees.
         scale: ``(B, 2)`` x, y factors.
         shift: ``(B, 2)`` x, y pixels.
-        context_size: side ``C`` of the context crops.
+        context_size: side ``K`` of the context crops, in their own pixels.
         input_size: side ``S`` of the output.
+        oversample: context-crop pixels per input pixel (``K = oversample * C``).
     """
+    context_size = context_side_in_input_pixels(context_size, input_size, oversample)
     offset = centre_crop_offset(context_size, input_size)
     dtype, device = torch.float64, rotate.device
     centre = (context_size - 1) / 2.0
@@ -185,6 +194,10 @@ def geometry_matrices(
     c = torch.tensor([centre, centre], dtype=dtype, device=device)
     origin = torch.stack([mirror_shift, torch.zeros_like(mirror_shift)], -1)
     translation = (a @ (origin - c)[:, :, None])[:, :, 0] + c + shift.to(dtype) - offset
+    if oversample != 1:  # compose with x -> x / k + (1 / k - 1) / 2 from stored pixels
+        to_input = torch.full_like(c, (1.0 / oversample - 1.0) / 2.0)
+        translation = translation + (linear @ to_input[:, None])[:, :, 0]
+        linear = linear / oversample
     return torch.cat([linear, translation[:, :, None]], dim=2)
 
 
@@ -273,8 +286,9 @@ class BatchAugmentation:
 
     Args:
         input_size: network input side ``S`` in pixels.
-        context_size: side ``C`` of the context crops it receives.
+        context_size: side ``K`` of the context crops it receives, in their own pixels.
         flip_permutation: ``(L,)`` landmark re-indexing for horizontal flips.
+        oversample: context-crop pixels per input pixel (``data.context_oversample``).
         options: the ``augment.*`` options, see :class:`~wingface.data.transforms.AugmentOptions`
             (here the x and y scales are drawn independently; shifts are whole pixels, truncated
             towards zero, as albumentations' ``translate_percent``; colour factors are uniform
@@ -290,15 +304,17 @@ class BatchAugmentation:
         input_size: int,
         context_size: int,
         flip_permutation: np.ndarray,
+        oversample: int = 1,
         compile: bool = False,
         **options: float,
     ) -> None:
         if not isinstance(compile, bool):
             raise ValueError(f"augment.compile must be true or false, got {compile!r}")
         self.options = AugmentOptions.of(options)
-        centre_crop_offset(context_size, input_size)  # validates the sizes
+        context_side_in_input_pixels(context_size, input_size, oversample)  # validates sizes
         self.input_size = input_size
         self.context_size = context_size
+        self.oversample = oversample
         self.flip_permutation = torch.as_tensor(np.asarray(flip_permutation), dtype=torch.int64)
         self.compiled = compile
         self._pixels = torch.compile(self._pixel_ops, dynamic=True) if compile else self._pixel_ops
@@ -387,6 +403,7 @@ class BatchAugmentation:
             params.shift,
             self.context_size,
             self.input_size,
+            self.oversample,
         )
 
     def apply(

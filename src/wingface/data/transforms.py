@@ -4,11 +4,15 @@ Pixel convention: 0-based coordinates with the centre of pixel ``i`` at ``i``; a
 ``W`` spans ``[-0.5, W - 0.5]``. OpenCV's ``warpAffine`` uses the same convention, so a point
 ``p`` maps to ``M @ [p, 1]`` exactly when the image is warped by ``M``.
 
-A face is cropped once into a square *context crop* of ``context_size`` pixels whose central
-``input_size`` pixels are the network input; the context lets rotations and shifts bring real
-image content into view instead of empty borders. Training samples are then drawn from the
-context crop: optional horizontal flip with landmark re-indexing, an albumentations affine
-(rotation, scale, shift) about the crop centre, a centre crop to the input size and colour jitter.
+A face is cropped once into a square *context crop* whose central window is the network input;
+the context lets rotations and shifts bring real image content into view instead of empty
+borders. Training samples are then drawn from the context crop: optional horizontal flip with
+landmark re-indexing, an albumentations affine (rotation, scale, shift) about the crop centre,
+a centre crop to the input size and colour jitter. A context crop may be stored at
+``oversample`` pixels per input pixel (``data.context_oversample``): the affine then also
+shrinks it to the input's resolution, so an augmented face is resampled once at input
+resolution, as sharp as an evaluation crop (which is warped from the photo directly), instead
+of being interpolated a second time.
 The same augmentation for whole batches on the batch's device is
 :class:`wingface.data.gpu_augment.BatchAugmentation` (``augment=gpu``).
 """
@@ -98,6 +102,32 @@ def centre_crop_offset(context_size: int, input_size: int) -> int:
     return (context_size - input_size) // 2
 
 
+def check_oversample(oversample: int) -> int:
+    """``data.context_oversample``, checked: a whole number >= 1 (else a ValueError naming it)."""
+    if isinstance(oversample, bool) or not isinstance(oversample, int) or oversample < 1:
+        raise ValueError(f"data.context_oversample must be a whole number >= 1, got {oversample!r}")
+    return oversample
+
+
+def context_side_in_input_pixels(context_size: int, input_size: int, oversample: int) -> int:
+    """The side, in network-input pixels, of a context crop of ``context_size`` pixels stored
+    at ``oversample`` pixels per input pixel (``data.context_oversample``).
+
+    Raises:
+        ValueError: ``oversample`` is not a whole number >= 1, or the crop is not ``oversample``
+            times a whole number of input pixels with a central ``input_size`` window.
+    """
+    check_oversample(oversample)
+    side, remainder = divmod(context_size, oversample)
+    if remainder:
+        raise ValueError(
+            f"context crop of {context_size} px is not {oversample} (data.context_oversample) "
+            f"times a whole number of input pixels"
+        )
+    centre_crop_offset(side, input_size)
+    return side
+
+
 @dataclass(frozen=True)
 class AugmentOptions:
     """The ``augment.*`` options of both augmentation paths (:class:`TrainAugmentation` in the
@@ -165,27 +195,37 @@ class TrainAugmentation:
 
     Args:
         input_size: network input side in pixels.
-        context_size: side of the context crops it receives.
+        context_size: side of the context crops it receives, in their own pixels.
         flip_permutation: ``(L,)`` landmark re-indexing for horizontal flips.
+        oversample: context-crop pixels per input pixel (``data.context_oversample``); the
+            affine's scale is divided by it, so its output is at input resolution.
         options: the ``augment.*`` options, see :class:`AugmentOptions`.
     """
 
     def __init__(
-        self, input_size: int, context_size: int, flip_permutation: np.ndarray, **options: float
+        self,
+        input_size: int,
+        context_size: int,
+        flip_permutation: np.ndarray,
+        oversample: int = 1,
+        **options: float,
     ) -> None:
         # albumentations is imported here, not with the module: the batched path
         # (augment=gpu) and evaluation work without it.
         import albumentations as A
 
         self.options = o = AugmentOptions.of(options)
-        centre_crop_offset(context_size, input_size)  # validates the sizes
+        context_side_in_input_pixels(context_size, input_size, oversample)  # validates sizes
+        centre_crop_offset(context_size, input_size)  # the affine's output is centre-cropped
         self.flip_permutation = np.asarray(flip_permutation, dtype=np.int64)
         self._rng = np.random.default_rng()
+        # the affine's output keeps the context crop's side, at input resolution: a shift of
+        # o.shift input sides is this fraction of it
         shift_fraction = o.shift * input_size / context_size
         self.compose = A.Compose(
             [
                 A.Affine(
-                    scale=(1.0 - o.scale, 1.0 + o.scale),
+                    scale=((1.0 - o.scale) / oversample, (1.0 + o.scale) / oversample),
                     translate_percent=(-shift_fraction, shift_fraction),
                     rotate=(-o.rotate, o.rotate),
                     interpolation=cv2.INTER_LINEAR,
@@ -236,9 +276,11 @@ class TrainAugmentation:
         return out["image"], np.asarray(out["keypoints"], dtype=np.float32), visibility
 
 
-def no_augmentation(input_size: int, context_size: int, flip_permutation: np.ndarray) -> None:
+def no_augmentation(
+    input_size: int, context_size: int, flip_permutation: np.ndarray, oversample: int = 1
+) -> None:
     """The training augmentation of ``augment=none``: none (the data module then serves the
     un-augmented centre crops, on either path). Takes the arguments every augmentation
     factory receives."""
-    del input_size, context_size, flip_permutation
+    del input_size, context_size, flip_permutation, oversample
     return None
