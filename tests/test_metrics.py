@@ -13,6 +13,7 @@ from wingface.metrics import (
     NORMALISATIONS,
     FailureRate,
     LandmarkNME,
+    MeanOffset,
     PerLandmarkNME,
     ced_auc,
     ced_curve,
@@ -526,3 +527,19 @@ def test_per_landmark_nme_averages_each_point_over_the_faces_where_it_is_visible
     result = metric.compute()
     torch.testing.assert_close(result["nme"], torch.tensor([0.5, 0.1, 0.2]))
     torch.testing.assert_close(result["faces"], torch.tensor([2.0, 2.0, 1.0]))
+
+
+def test_mean_offset_is_the_mean_signed_error_of_the_visible_points() -> None:
+    """Two batches: visible points off by (+0.5, -1) and (+1.5, +2) px, 3 and 1 of them; the
+    invisible points are off by 100 px and must not count."""
+    metric = MeanOffset()
+    target = torch.zeros(2, 2, 2)
+    pred = target + torch.tensor([0.5, -1.0])
+    pred[1, 1] = torch.tensor([100.0, 100.0])
+    metric.update(pred, target, torch.tensor([[True, True], [True, False]]))
+    pred = target[:1] + torch.tensor([100.0, -100.0])
+    pred[0, 0] = torch.tensor([1.5, 2.0])
+    metric.update(pred, target[:1], torch.tensor([[True, False]]))
+    torch.testing.assert_close(metric.compute(), torch.tensor([(1.5 + 1.5) / 4, (-3.0 + 2.0) / 4]))
+    with pytest.raises(ValueError, match=r"pred must have shape \(B, L, 2\)"):
+        metric.update(torch.zeros(2, 3), torch.zeros(2, 3))

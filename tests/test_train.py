@@ -155,6 +155,16 @@ def test_eval_reproduces_the_test_numbers_of_training(
     assert on_val["val/nme"] == pytest.approx(trained["val/nme_best"], abs=1e-6)
     assert not any(key.startswith("test/") for key in on_val)
 
+    # calibrate_offset: the validation faces' mean signed error (measured above) is subtracted
+    # from every test prediction, which moves the test faces' mean signed error by as much
+    calibrated = evaluate_as_eval_py(best[0], tmp_path / "eval_cal", ["calibrate_offset=true"])
+    for axis in "xy":
+        offset = on_val[f"val/offset_{axis}"]
+        assert abs(offset) > 1e-3  # two epochs leave an offset to calibrate
+        assert calibrated[f"calibration/offset_{axis}"] == pytest.approx(offset, abs=1e-6)
+        moved = trained[f"test/offset_{axis}"] - offset
+        assert calibrated[f"test/offset_{axis}"] == pytest.approx(moved, abs=1e-5)
+
     # the run as a model file (float16 weights, the run's config inside), away from its run
     # folder: evaluated and used for prediction as the checkpoint is, up to float16 rounding
     model = export_model(best[0], tmp_path / "elsewhere" / "model.ckpt")
@@ -168,6 +178,37 @@ def test_eval_reproduces_the_test_numbers_of_training(
         expected = LandmarkPredictor.from_checkpoint(best[0])(image, boxes)[0].landmarks
         found = LandmarkPredictor.from_checkpoint(model)(image, boxes)[0].landmarks
         np.testing.assert_allclose(found, expected, atol=0.1)
+
+
+@pytest.mark.slow
+def test_calibrated_training_run_tests_with_the_best_epochs_validation_offset(
+    compose_train, small_data: list[str]
+) -> None:
+    """``calibrate_offset=true`` on train.py: after fitting, the best checkpoint's validation
+    offset is measured (here the only epoch's, which training logged), subtracted from the
+    test predictions and recorded; the calibration pass adds nothing to the run's logs."""
+    cfg = compose_train("trainer.max_epochs=1", "logger=csv", "calibrate_offset=true", *small_data)
+    metrics = train(cfg)
+    recorded = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    for axis in "xy":
+        offset = metrics[f"val/offset_{axis}"]
+        assert metrics[f"calibration/offset_{axis}"] == pytest.approx(offset, abs=1e-6)
+        assert recorded[f"calibration/offset_{axis}"] == pytest.approx(offset, abs=1e-6)
+    evaluated = evaluate_as_eval_py(
+        next(Path(cfg.paths.output_dir, "checkpoints").glob("epoch_*.ckpt")),
+        Path(cfg.paths.output_dir) / "eval",
+    )
+    assert evaluated["test/nme"] == pytest.approx(metrics["test/nme"], abs=1e-6)
+    logged = list(Path(cfg.paths.output_dir).glob("csv/version_*/metrics.csv"))
+    with logged[0].open() as handle:
+        rows = [r for r in csv.DictReader(handle) if r.get("val/nme")]
+    assert len(rows) == 1  # the fit's one validation, not the calibration pass
+    # measured on the faces it was fitted on, no offset is left
+    best = next(Path(cfg.paths.output_dir, "checkpoints").glob("epoch_*.ckpt"))
+    on_val = evaluate_as_eval_py(best, Path(cfg.paths.output_dir) / "eval_val", split="val")
+    for axis in "xy":
+        assert on_val[f"calibration/offset_{axis}"] == pytest.approx(metrics[f"val/offset_{axis}"])
+        assert on_val[f"val/offset_{axis}"] == pytest.approx(0.0, abs=1e-5)
 
 
 @pytest.mark.slow

@@ -31,6 +31,7 @@ __all__ = [
     "NORMALISATIONS",
     "FailureRate",
     "LandmarkNME",
+    "MeanOffset",
     "PerLandmarkNME",
     "ced_auc",
     "ced_curve",
@@ -493,3 +494,40 @@ class PerLandmarkNME(Metric):
         """``{"nme": (L,) float32 mean normalised error per landmark (NaN for a landmark never
         visible), "faces": (L,) number of images in which each landmark was visible}``."""
         return {"nme": self.error_sum / self.count, "faces": self.count.clone()}
+
+
+class MeanOffset(Metric):
+    """The mean signed error ``pred − target`` of the visible points, per axis: a model's
+    systematic offset, in the pixels of its input (e.g. ``(-0.24, -0.06)``: predictions sit a
+    quarter pixel left of the annotations on average).
+
+    Args:
+        kwargs: passed to :class:`torchmetrics.Metric`.
+    """
+
+    is_differentiable = False
+    higher_is_better = None
+    full_state_update = False
+
+    error_sum: Tensor
+    count: Tensor
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        zero = torch.zeros((), dtype=torch.float64)
+        self.add_state("error_sum", default=zero.repeat(2), dist_reduce_fx="sum")
+        self.add_state("count", default=zero.clone(), dist_reduce_fx="sum")
+
+    def update(self, pred: Tensor, target: Tensor, visibility: Tensor | None = None) -> None:
+        """Add a batch: ``pred`` and ``target`` ``(B, L, 2)`` pixels, ``visibility`` optional
+        ``(B, L)`` bool."""
+        _check_points(pred, "pred")
+        _check_points(target, "target")
+        mask = _visibility_mask(None if visibility is None else visibility.detach(), target)
+        errors = pred.detach().to(torch.float64) - target.detach().to(torch.float64)
+        self.error_sum += torch.where(mask[..., None], errors, torch.zeros_like(errors)).sum((0, 1))
+        self.count += mask.sum().to(torch.float64)
+
+    def compute(self) -> Tensor:
+        """``(2,)`` float32 mean ``(x, y)`` signed error (NaN before any visible point)."""
+        return (self.error_sum / self.count).to(torch.float32)

@@ -16,7 +16,7 @@ from torchmetrics import CatMetric, MinMetric
 from wingface.callbacks.test_report import TestOutcome
 from wingface.evaluation import EvaluationProtocol
 from wingface.landmarks import get_scheme
-from wingface.metrics import LandmarkNME, PerLandmarkNME
+from wingface.metrics import LandmarkNME, MeanOffset, PerLandmarkNME
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +70,12 @@ class LandmarkModule(L.LightningModule):
     monitor), ``val/nme_<other>``, ``val/nme_best``; on the test split ``test/nme``,
     ``test/nme_<other>``, ``test/fr_<t>``, ``test/auc_<t>`` and the same under
     ``test/<subset>/`` for each test subset, plus ``test/nme_mean_shape`` (predicting the
-    training mean shape for every face: the baseline every model must beat). NMEs are fractions
-    of the normalising distance. After a test epoch the per-face, per-subset and per-landmark
-    results are left in ``test_outcome`` for the report callback
+    training mean shape for every face: the baseline every model must beat);
+    ``val/offset_x``, ``val/offset_y``, ``test/offset_x``, ``test/offset_y``: the predictions'
+    mean signed error (systematic offset) in input pixels. NMEs are fractions of the
+    normalising distance. Validation and test predictions have ``prediction_offset`` (zero
+    unless ``calibrate_offset`` set it) subtracted. After a test epoch the per-face, per-subset
+    and per-landmark results are left in ``test_outcome`` for the report callback
     (:class:`~wingface.callbacks.test_report.TestReport`), which writes the files.
 
     Args:
@@ -143,10 +146,15 @@ class LandmarkModule(L.LightningModule):
         # not saved: a property of the scheme, not of the weights
         flip = torch.from_numpy(get_scheme(scheme).flip_array()).long()
         self.register_buffer("flip_permutation", flip, persistent=False)
+        # subtracted from validation and test predictions (calibrate_offset, set by
+        # wingface.pipeline.calibrate_prediction_offset); not saved with the weights
+        self.register_buffer("prediction_offset", torch.zeros(2), persistent=False)
         self.protocol = protocol if protocol is not None else EvaluationProtocol()
         norms = self.protocol.normalisations
         self.val_metrics = nn.ModuleDict({n: LandmarkNME(n, scheme) for n in norms})
         self.test_metrics = nn.ModuleDict({n: LandmarkNME(n, scheme) for n in norms})
+        self.val_offset = MeanOffset()
+        self.test_offset = MeanOffset()
         self.test_mean_shape_nme = LandmarkNME(self.protocol.primary, scheme)
         self.test_landmark_nme = PerLandmarkNME(net.num_points, self.protocol.primary, scheme)
         self.test_outcome: TestOutcome | None = None
@@ -231,9 +239,11 @@ class LandmarkModule(L.LightningModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         pred, loss = self.prediction_and_loss(batch)
+        pred = pred.float() - self.prediction_offset
         visible = batch["visibility"] > 0
         for metric in self.val_metrics.values():
-            metric.update(pred.float(), batch["landmarks"], visible)
+            metric.update(pred, batch["landmarks"], visible)
+        self.val_offset.update(pred, batch["landmarks"], visible)
         self.log("val/loss", loss, on_epoch=True, batch_size=len(pred))
 
     def on_validation_epoch_end(self) -> None:
@@ -242,6 +252,7 @@ class LandmarkModule(L.LightningModule):
             values[f"val/{self.protocol.metric_name(norm)}"] = metric.compute()
             metric.reset()
         self.log_dict(values, prog_bar=True)
+        self.log_dict(self._offset_values("val", self.val_offset))
         if not self.trainer.sanity_checking:
             self.val_nme_best.update(values["val/nme"])
             best = self.val_nme_best.compute()
@@ -255,10 +266,11 @@ class LandmarkModule(L.LightningModule):
                 )
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        pred = self(batch["image"]).float()
+        pred = self(batch["image"]).float() - self.prediction_offset
         visible = batch["visibility"] > 0
         for metric in self.test_metrics.values():
             metric.update(pred, batch["landmarks"], visible)
+        self.test_offset.update(pred, batch["landmarks"], visible)
         self.test_indices.update(batch["index"])
         self.test_landmark_nme.update(pred, batch["landmarks"], visible)
         if torch.isfinite(self.mean_shape).all():
@@ -286,6 +298,8 @@ class LandmarkModule(L.LightningModule):
         if torch.isfinite(self.mean_shape).all():
             values["test/nme_mean_shape"] = float(self.test_mean_shape_nme.compute())
             self.test_mean_shape_nme.reset()
+        offsets = self._offset_values("test", self.test_offset)
+        values.update({name: float(value) for name, value in offsets.items()})
         self.log_dict(values)
         self.test_outcome = TestOutcome(
             protocol=self.protocol,
@@ -297,6 +311,14 @@ class LandmarkModule(L.LightningModule):
             per_landmark_nme=per_landmark["nme"],
             per_landmark_faces=per_landmark["faces"],
         )
+
+    @staticmethod
+    def _offset_values(stage: str, metric: MeanOffset) -> dict[str, torch.Tensor]:
+        """``{"<stage>/offset_x": …, "<stage>/offset_y": …}``: the predictions' mean signed
+        error in input pixels (their systematic offset); resets ``metric``."""
+        offset = metric.compute()
+        metric.reset()
+        return {f"{stage}/offset_x": offset[0], f"{stage}/offset_y": offset[1]}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Let a resumed run follow the schedule of its own length.

@@ -310,10 +310,13 @@ def fit_and_test(cfg: DictConfig, record_in: Path | None = None) -> dict[str, fl
             exit_interrupted(cfg, interrupt)
         times["time/fit_seconds"] = next(c for c in callbacks if isinstance(c, FitClock)).seconds
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        calibration: dict[str, float] = {}
         start = time.perf_counter()
         if cfg.get("test"):
             best = best_checkpoint(trainer, checkpoint_folder(cfg))
             try:
+                if cfg.get("calibrate_offset"):
+                    calibration = calibrate_prediction_offset(cfg, module, datamodule, best)
                 trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
             except SIGTERMException:
                 stop_interrupted(
@@ -328,9 +331,9 @@ def fit_and_test(cfg: DictConfig, record_in: Path | None = None) -> dict[str, fl
                 )
                 log.info("best checkpoint %s: %s", best, metrics_line)
         times["time/test_seconds"] = time.perf_counter() - start
-        metrics.update(times)
+        metrics.update(times | calibration)
         for logger in loggers:
-            logger.log_metrics(times)
+            logger.log_metrics(times | calibration)
         log.info(
             "time: data %.1f s, fit %.1f s, test %.1f s",
             *(times[f"time/{k}_seconds"] for k in ("data", "fit", "test")),
@@ -340,6 +343,40 @@ def fit_and_test(cfg: DictConfig, record_in: Path | None = None) -> dict[str, fl
         return metrics
     finally:
         finish_wandb_runs(loggers)
+
+
+def calibrate_prediction_offset(
+    cfg: DictConfig, module: LandmarkModule, datamodule: L.LightningDataModule, ckpt_path: str
+) -> dict[str, float]:
+    """Measure the mean signed error (``val/offset_x``, ``val/offset_y``, input pixels) that
+    ``ckpt_path`` (the module's current weights when empty) makes on the validation faces and
+    set it as ``module.prediction_offset``, subtracted from later validation and test
+    predictions (``calibrate_offset=true``).
+
+    The validation pass runs on a trainer of the run's ``trainer`` config without loggers or
+    callbacks, so the run's logs and checkpoints see nothing of it.
+
+    Returns:
+        ``{"calibration/offset_x": …, "calibration/offset_y": …}`` (input pixels).
+    """
+    module.prediction_offset.zero_()
+    trainer: L.Trainer = instantiate(
+        cfg.trainer,
+        logger=False,
+        callbacks=[],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        fast_dev_run=False,
+    )
+    trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt_path or None, verbose=False)
+    offset = [float(trainer.callback_metrics[f"val/offset_{axis}"]) for axis in "xy"]
+    module.prediction_offset.copy_(torch.tensor(offset))
+    log.info(
+        "calibrate_offset: validation predictions are offset by (%.3f, %.3f) input pixels; "
+        "subtracted from the test predictions",
+        *offset,
+    )
+    return {"calibration/offset_x": offset[0], "calibration/offset_y": offset[1]}
 
 
 def best_checkpoint(trainer: L.Trainer, folder: Path) -> str:
@@ -402,8 +439,18 @@ def evaluate(run_cfg: DictConfig, ckpt_path: str, split: str = "test") -> dict[s
     if split not in EVAL_SPLITS:
         raise ValueError(f"split: expected one of {list(EVAL_SPLITS)}, got {split!r}")
     stage = "test" if split == "test" else "validate"
-    datamodule, module, loggers, _ = prepare_run(run_cfg, ckpt_path, stages=(stage,))
+    calibrate = bool(run_cfg.get("calibrate_offset"))
+    stages = ("validate", stage) if calibrate and stage == "test" else (stage,)
+    datamodule, module, loggers, _ = prepare_run(run_cfg, ckpt_path, stages=stages)
     try:
+        calibration = {}
+        if calibrate:
+            if split == "val":
+                log.warning(
+                    "calibrate_offset on split=val: the offset is fitted on the faces it is "
+                    "then measured on (two numbers); the test split measures it fairly"
+                )
+            calibration = calibrate_prediction_offset(run_cfg, module, datamodule, ckpt_path)
         trainer: L.Trainer = instantiate(
             run_cfg.trainer,
             logger=loggers or False,
@@ -412,7 +459,7 @@ def evaluate(run_cfg: DictConfig, ckpt_path: str, split: str = "test") -> dict[s
         )
         run_stage = trainer.test if split == "test" else trainer.validate
         run_stage(module, datamodule=datamodule, ckpt_path=ckpt_path)
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()} | calibration
         log.info("metrics written to %s", write_metrics(run_cfg, metrics))
         return metrics
     finally:

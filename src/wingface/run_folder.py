@@ -85,6 +85,7 @@ LATER_KEY_DEFAULTS: dict[str, Any] = {
     "compile": False,
     "skip_nonfinite_loss": False,
     "test_time_flip": False,
+    "calibrate_offset": False,
     "data.context_oversample": 1,
 }
 """Switches added after runs were recorded, with the behaviour of a run config that lacks them
