@@ -571,5 +571,6 @@ def test_context_oversample_config_serves_input_size_batches_on_either_path(
     assert torch.isfinite(train["landmarks"]).all()
     val = _epoch(datamodule, "val", 0)[0]
     val_crops = datamodule._crops("val")
+    assert val_crops.oversample == 1  # evaluated faces are never augmented
     expected = torch.from_numpy(val_crops.centre_images[: len(val["image"])]).permute(0, 3, 1, 2)
     torch.testing.assert_close(val["image"], expected, rtol=0, atol=0)

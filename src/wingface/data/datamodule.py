@@ -67,7 +67,7 @@ class FaceDataModule(L.LightningDataModule):
         input_size: network input side in pixels (``model.input_size``).
         crop_scale: crop side as a multiple of the longer face-box side.
         context_scale: context crop side as a multiple of the input crop (room for augmentation).
-        context_oversample: context-crop pixels per network-input pixel
+        context_oversample: context-crop pixels per network-input pixel of the training faces
             (``data.context_oversample``): above 1 the augmentation resamples a sharper context
             crop down to the input, so augmented training faces are as sharp as the evaluation
             crops (warped from the photo directly) instead of interpolated twice.
@@ -207,12 +207,11 @@ class FaceDataModule(L.LightningDataModule):
                 faces.attributes.update(
                     estimated_yaw_flags(faces.landmarks, faces.visibility, self.scheme.name)
                 )
+            # only training faces are augmented: evaluated splits keep 1 pixel per input pixel
+            # (their centre crops are the same either way, up to OpenCV's rounding)
+            oversample = self.context_oversample if split == "train" else 1
             self.crops[split] = ContextCrops(
-                faces,
-                self.input_size,
-                self.crop_scale,
-                self.context_scale,
-                self.context_oversample,
+                faces, self.input_size, self.crop_scale, self.context_scale, oversample
             )
             log.info("%s split: %d faces cropped", split, len(faces))
         return self.crops[split]
