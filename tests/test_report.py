@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 import runpy
 import sys
@@ -287,12 +288,12 @@ def test_w_eps_grid_per_group_with_blank_cells(tmp_path: Path) -> None:
 def test_seeds_of_each_loss_are_summarised_with_their_spread(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     runs = [("wing", 0, 0.0411), ("l1", 0, 0.0406), ("wing", 1, 0.0395), ("l1", 1, None),
-            ("wing", 2, 0.0402), ("l1", 2, 0.0420)]  # fmt: skip
+            ("wing", 2, 0.0402), ("l1", 2, 0.0420), ("l2", 0, 0.0434)]  # fmt: skip
     for num, (loss, seed, nme) in enumerate(runs):
         metrics = None if nme is None else metrics_of(nme, **{"val/nme_best": nme + 0.002})
         write_job(sweep, num, [f"loss={loss}", f"seed={seed}"], metrics, FACES)
 
-    wing, l1 = seed_groups(load_jobs(sweep))
+    wing, l1, l2 = seed_groups(load_jobs(sweep))
 
     assert (wing.label, wing.seeds) == ("loss=wing", [0, 1, 2])
     assert (l1.label, l1.seeds) == ("loss=l1", [0, 2])
@@ -303,6 +304,8 @@ def test_seeds_of_each_loss_are_summarised_with_their_spread(tmp_path: Path) -> 
     assert "## Across seeds" in lines
     assert "| loss=wing | 0, 1, 2 | 4.03 | 3.95 | 4.11 | 0.16 | 4.23 |" in lines
     assert "| loss=l1 | 0, 2 | 4.13 | 4.06 | 4.20 | 0.14 | 4.33 |" in lines
+    assert l2.seeds == [0] and math.isnan(l2.spread)  # one seed: no spread
+    assert "| loss=l2 | 0 | 4.34 | 4.34 | 4.34 |  | 4.54 |" in lines
 
 
 def test_no_seed_summary_without_two_finished_seeds_of_one_group(tmp_path: Path) -> None:

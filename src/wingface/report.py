@@ -187,8 +187,9 @@ class SeedGroup:
 
     @property
     def spread(self) -> float:
-        """Largest minus smallest test NME over the seeds (percentage points)."""
-        return max(self.nme) - min(self.nme)
+        """Largest minus smallest test NME over the seeds (percentage points); NaN for a
+        group with one finished seed."""
+        return max(self.nme) - min(self.nme) if len(self.nme) > 1 else math.nan
 
 
 @dataclass
