@@ -13,7 +13,7 @@ from wingface.data.faces import FaceSet
 from wingface.data.transforms import (
     TrainAugmentation,
     centre_crop_offset,
-    context_side_in_input_pixels,
+    check_oversample,
     crop_matrix,
     transform_points,
     warp_crop,
@@ -53,10 +53,10 @@ class ContextCrops:
     ) -> None:
         if context_scale < 1.0:
             raise ValueError(f"data.context_scale must be >= 1, got {context_scale}")
+        check_oversample(oversample)
         context_side = input_size + 2 * round(input_size * (context_scale - 1.0) / 2.0)
         offset = centre_crop_offset(context_side, input_size)
         context_size = context_side * oversample
-        context_side_in_input_pixels(context_size, input_size, oversample)  # validates
         self.input_size = input_size
         self.context_size = context_size
         self.oversample = oversample
