@@ -355,7 +355,13 @@ def test_load_300w_missing_folder(tiny_300w: tuple[Path, dict[str, np.ndarray]])
     root, _ = tiny_300w
     with pytest.raises(FileNotFoundError) as info:
         load_300w(root, ["afw", "ibug"])
-    assert str(info.value) == f"300W folder not found: {root / 'ibug'}; data.root={root}"
+    assert str(info.value) == (
+        f"300W folder not found: {root / 'ibug'}; data.root={root} holds the image folders: "
+        "afw, helen/trainset, lfpw/testset "
+        "(choose with data.source.train.folders / data.source.test.folders)"
+    )
+    with pytest.raises(FileNotFoundError, match=r"holds the image folders: none \("):
+        load_300w(root / "absent", ["afw"])
 
 
 def test_load_300w_folder_without_images(tmp_path: Path) -> None:

@@ -217,6 +217,21 @@ def _folder_key(folder: str) -> str:
     return key.as_posix()
 
 
+def _image_folders(root: Path, depth: int = 2) -> list[str]:
+    """The folders under ``root``, at most ``depth`` levels down, that directly hold an image
+    file, as sorted ``/``-separated keys (what ``load_300w``'s ``folders`` could list)."""
+    if not root.is_dir():
+        return []
+    found = []
+    for level in range(1, depth + 1):
+        for folder in root.glob("/".join(["*"] * level)):
+            if folder.is_dir() and any(
+                entry.suffix.lower() in IMAGE_SUFFIXES for entry in folder.iterdir()
+            ):
+                found.append(folder.relative_to(root).as_posix())
+    return sorted(found)
+
+
 def _pair_folder(root: Path, key: str) -> tuple[list[tuple[Path, Path]], list[Exception]]:
     """The ``(image, .pts)`` pairs of ``root/key``, sorted by image file name, and one
     FileNotFoundError per image without its ``.pts`` or ``.pts`` without its image.
@@ -228,7 +243,11 @@ def _pair_folder(root: Path, key: str) -> tuple[list[tuple[Path, Path]], list[Ex
     """
     folder = root / key
     if not folder.is_dir():
-        raise FileNotFoundError(f"300W folder not found: {folder}; data.root={root}")
+        found = ", ".join(_image_folders(root)) or "none"
+        raise FileNotFoundError(
+            f"300W folder not found: {folder}; data.root={root} holds the image folders: "
+            f"{found} (choose with data.source.train.folders / data.source.test.folders)"
+        )
     images: dict[str, Path] = {}
     pts: dict[str, Path] = {}
     others: list[str] = []
