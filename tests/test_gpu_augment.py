@@ -574,3 +574,29 @@ def test_context_oversample_config_serves_input_size_batches_on_either_path(
     assert val_crops.oversample == 1  # evaluated faces are never augmented
     expected = torch.from_numpy(val_crops.centre_images[: len(val["image"])]).permute(0, 3, 1, 2)
     torch.testing.assert_close(val["image"], expected, rtol=0, atol=0)
+
+
+def test_keep_ratio_draws_one_scale_for_both_axes_in_both_paths() -> None:
+    """``augment.keep_ratio=true``: the face keeps its aspect ratio (x scale = y scale) on both
+    paths, and the common factor still spans ``[1 - scale, 1 + scale]``."""
+    source = np.array([[20.0, 25.0], [60.0, 30.0], [35.0, 65.0]], np.float32)
+    identity = np.arange(3)
+    cpu = TrainAugmentation(
+        INPUT, CONTEXT, identity, keep_ratio=True, blur_prob=0.0, occlusion_prob=0.0
+    )
+    image = np.zeros((CONTEXT, CONTEXT, 3), np.uint8)
+    cpu_moved = []
+    for i in range(300):
+        cpu.reseed(i)
+        cpu_moved.append(cpu(image, source, np.ones(3, bool))[1])
+    batched = BatchAugmentation(INPUT, CONTEXT, identity, keep_ratio=True)
+    keys = sample_keys(1, 0, torch.arange(2000), torch.device("cpu"))
+    gpu_moved = batched.matrices(batched.draw(keys))
+    gpu_moved = transform_points_batch(torch.from_numpy(source).expand(2000, 3, 2), gpu_moved)
+    a = recovered_geometry(np.broadcast_to(source, (300, 3, 2)), np.stack(cpu_moved))
+    b = recovered_geometry(np.broadcast_to(source, (2000, 3, 2)), gpu_moved.numpy())
+    for draws in (a, b):
+        np.testing.assert_allclose(draws["sx"], draws["sy"], atol=1e-3)
+        assert 0.9 - 1e-4 <= draws["sx"].min() < 0.91 and 1.09 < draws["sx"].max() <= 1.1 + 1e-4
+    with pytest.raises(ValueError, match=r"augment\.keep_ratio must be true or false, got 'yes'"):
+        BatchAugmentation(INPUT, CONTEXT, identity, keep_ratio="yes")

@@ -290,9 +290,10 @@ class BatchAugmentation:
         flip_permutation: ``(L,)`` landmark re-indexing for horizontal flips.
         oversample: context-crop pixels per input pixel (``data.context_oversample``).
         options: the ``augment.*`` options, see :class:`~wingface.data.transforms.AugmentOptions`
-            (here the x and y scales are drawn independently; shifts are whole pixels, truncated
-            towards zero, as albumentations' ``translate_percent``; colour factors are uniform
-            in ``[max(0, 1 - v), 1 + v]``; a blur has 3 or 5 taps with sigma uniform in 0.5–3
+            (here, unless ``keep_ratio``, the x and y scales are drawn independently; shifts
+            are whole pixels, truncated towards zero, as albumentations' ``translate_percent``;
+            colour factors are uniform in ``[max(0, 1 - v), 1 + v]``; a blur has 3 or 5 taps
+            with sigma uniform in 0.5–3
             px; an occluder has a uniform random colour).
         compile: run the pixel work (warp, colour, blur, occlusion) through ``torch.compile``,
             which fuses its many element-wise passes into a few kernels (``augment.compile``;
@@ -306,7 +307,7 @@ class BatchAugmentation:
         flip_permutation: np.ndarray,
         oversample: int = 1,
         compile: bool = False,
-        **options: float,
+        **options: float | bool,
     ) -> None:
         if not isinstance(compile, bool):
             raise ValueError(f"augment.compile must be true or false, got {compile!r}")
@@ -323,14 +324,14 @@ class BatchAugmentation:
         """The random choices of each sample, from its ``(B,)`` key (:func:`sample_keys`).
 
         Distributions (those of the albumentations path): flip with ``flip_prob``; rotation
-        uniform in ``[-rotate, rotate]``; x and y scale independent, uniform in
-        ``[1 - scale, 1 + scale]``; shift per axis ``trunc(U(-1, 1) * shift * S)`` pixels;
-        brightness/contrast/saturation factors uniform in ``[max(0, 1 - v), 1 + v]``, hue shift
-        uniform in ``[-hue, hue]``; brightness, contrast and saturation in a uniformly random order,
-        then hue (albumentations shuffles all four: the hue shift commutes exactly with
-        brightness and contrast, which scale and offset the three channels alike, up to
-        clipping at 0 and 255, and nearly with saturation; one hue pass instead of four keeps
-        the batch path cheap); blur with
+        uniform in ``[-rotate, rotate]``; x and y scale uniform in ``[1 - scale, 1 + scale]``,
+        independent or, with ``keep_ratio``, one factor for both; shift per axis
+        ``trunc(U(-1, 1) * shift * S)`` pixels; brightness/contrast/saturation factors uniform
+        in ``[max(0, 1 - v), 1 + v]``, hue shift uniform in ``[-hue, hue]``; brightness,
+        contrast and saturation in a uniformly random order, then hue (albumentations shuffles
+        all four: the hue shift commutes exactly with brightness and contrast, which scale and
+        offset the three channels alike, up to clipping at 0 and 255, and nearly with
+        saturation; one hue pass instead of four keeps the batch path cheap); blur with
         ``blur_prob``, kernel size 3 (1/3) or 5 (2/3), sigma uniform in ``[0.5, 3]``; occlusion
         with ``occlusion_prob``, rectangle sides ``floor(U(0.15, 0.4) * S)``, position uniform
         over the whole-pixel placements inside the input, colour uniform in ``0..255`` per
@@ -344,10 +345,8 @@ class BatchAugmentation:
         size = self.input_size
         flip = col("flip") < self.options.flip_prob
         rotate = (2.0 * col("rotate") - 1.0) * self.options.rotate
-        scale = (
-            1.0
-            + (2.0 * torch.stack([col("scale_x"), col("scale_y")], 1) - 1.0) * self.options.scale
-        )
+        scale_y = col("scale_x") if self.options.keep_ratio else col("scale_y")
+        scale = 1.0 + (2.0 * torch.stack([col("scale_x"), scale_y], 1) - 1.0) * self.options.scale
         # albumentations: int(uniform(-f, f) * C) with f = shift * S / C, i.e. truncated pixels
         shift_px = self.options.shift * size
         shift = torch.trunc(

@@ -137,6 +137,8 @@ class AugmentOptions:
     Attributes:
         rotate: maximum in-plane rotation in degrees (uniform in ``[-rotate, rotate]``).
         scale: maximum relative scale change (uniform in ``[1 - scale, 1 + scale]``), < 1.
+        keep_ratio: one scale factor for both axes, so faces keep their aspect ratio; false
+            draws the x and y factors independently (albumentations' ``Affine`` default).
         shift: maximum shift as a fraction of the input size, per axis.
         flip_prob: probability of a horizontal flip (landmarks re-indexed).
         brightness, contrast, saturation: colour jitter strengths (0 disables).
@@ -156,6 +158,7 @@ class AugmentOptions:
 
     rotate: float = 30.0
     scale: float = 0.1
+    keep_ratio: bool = False
     shift: float = 0.05
     flip_prob: float = 0.5
     brightness: float = 0.3
@@ -174,13 +177,15 @@ class AugmentOptions:
             value = getattr(self, key)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"augment.{key} must be in [0, 1], got {value}")
+        if not isinstance(self.keep_ratio, bool):
+            raise ValueError(f"augment.keep_ratio must be true or false, got {self.keep_ratio!r}")
         if self.scale >= 1.0:
             raise ValueError(f"augment.scale must be < 1, got {self.scale}")
         if not 0.0 <= self.hue <= 0.5:
             raise ValueError(f"augment.hue must be in [0, 0.5], got {self.hue}")
 
     @classmethod
-    def of(cls, options: dict[str, float]) -> AugmentOptions:
+    def of(cls, options: dict[str, float | bool]) -> AugmentOptions:
         """The options from ``augment.*`` keyword arguments; an unknown key is an error that
         names it and the known ones."""
         unknown = sorted(set(options) - {f.name for f in fields(cls)})
@@ -208,7 +213,7 @@ class TrainAugmentation:
         context_size: int,
         flip_permutation: np.ndarray,
         oversample: int = 1,
-        **options: float,
+        **options: float | bool,
     ) -> None:
         # albumentations is imported here, not with the module: the batched path
         # (augment=gpu) and evaluation work without it.
@@ -226,6 +231,7 @@ class TrainAugmentation:
             [
                 A.Affine(
                     scale=((1.0 - o.scale) / oversample, (1.0 + o.scale) / oversample),
+                    keep_ratio=o.keep_ratio,
                     translate_percent=(-shift_fraction, shift_fraction),
                     rotate=(-o.rotate, o.rotate),
                     interpolation=cv2.INTER_LINEAR,
