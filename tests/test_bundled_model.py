@@ -26,9 +26,9 @@ def test_the_bundled_model_is_a_small_float16_model_file() -> None:
     assert run_cfg.loss.w == 10 and run_cfg.loss.eps == 2
     # recorded before test_time_flip existed: the switch reads as what it trained with, and
     # takes a plain override like a newer run's
-    assert run_cfg.test_time_flip is False
-    apply_run_overrides(run_cfg, ["test_time_flip=true"], overrides)
-    assert run_cfg.test_time_flip is True
+    assert run_cfg.test_time_flip is False and run_cfg.test_time_shift == 0
+    apply_run_overrides(run_cfg, ["test_time_flip=true", "test_time_shift=2"], overrides)
+    assert run_cfg.test_time_flip is True and run_cfg.test_time_shift == 2
 
 
 @needs_real_300w

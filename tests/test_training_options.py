@@ -62,7 +62,7 @@ def test_checkpoints_load_the_same_with_or_without_compile(tmp_path: Path) -> No
 
 def test_unflipping_twice_is_the_identity() -> None:
     from wingface.landmarks import get_scheme
-    from wingface.module import unflip_points
+    from wingface.test_time import unflip_points
 
     flip = torch.from_numpy(get_scheme("300w").flip_array())
     points = torch.rand(3, 68, 2) * 63
@@ -77,7 +77,7 @@ def test_flip_averaged_predictions_are_mirror_equivariant() -> None:
     """With ``test_time_flip`` the prediction for a mirrored image is the mirrored prediction,
     whatever the network (it is not for the plain prediction), and a mirror-symmetric image gets
     a mirror-symmetric prediction; training steps keep the plain prediction."""
-    from wingface.module import unflip_points
+    from wingface.test_time import unflip_points
 
     plain, averaged = _module(), _module(test_time_flip=True)
     averaged.load_state_dict(plain.state_dict())

@@ -17,6 +17,7 @@ from wingface.callbacks.test_report import TestOutcome
 from wingface.evaluation import EvaluationProtocol
 from wingface.landmarks import get_scheme
 from wingface.metrics import LandmarkNME, MeanOffset, PerLandmarkNME
+from wingface.test_time import averaged_prediction, whole_pixel_shifts
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +48,6 @@ def check_model_and_loss(net: nn.Module, loss: nn.Module) -> None:
             f"gradient, so it trains with a heatmap loss (loss=awing), not "
             f"{type(loss).__name__}"
         )
-
-
-def unflip_points(points: torch.Tensor, flip_permutation: torch.Tensor, width: int) -> torch.Tensor:
-    """``(B, L, 2)`` landmarks predicted on horizontally mirrored ``width``-pixel images → the
-    same landmarks on the original images: x mirrored about the image centre (pixel centres
-    at integers, so ``x → width - 1 - x``) and points re-indexed (``flip_permutation[i]`` is the
-    point that mirrors point ``i``)."""
-    unflipped = points[:, flip_permutation]
-    return torch.stack([(width - 1) - unflipped[..., 0], unflipped[..., 1]], dim=-1)
 
 
 class LandmarkModule(L.LightningModule):
@@ -100,7 +92,11 @@ class LandmarkModule(L.LightningModule):
             ``test/<subset>/``.
         test_time_flip: outside training, average the prediction with the re-indexed
             prediction for the mirrored image (``test_time_flip``; validation, test and
-            prediction; twice the inference cost). Multi-stage (``stage_outputs``) and heatmap
+            prediction; twice the inference cost).
+        test_time_shift: outside training, average over the image moved by every whole-pixel
+            shift up to this many pixels along each axis (``test_time_shift``; 0: none;
+            ``(2 r + 1)²`` times the inference cost, twice that with ``test_time_flip``); see
+            :mod:`wingface.test_time`. Multi-stage (``stage_outputs``) and heatmap
             training losses are unaffected; their validation uses the plain prediction.
 
     A network with a ``stage_outputs(images, target)`` method (the cascade) is trained on the
@@ -121,6 +117,7 @@ class LandmarkModule(L.LightningModule):
         mean_shape: torch.Tensor | None = None,
         test_subsets: Mapping[str, np.ndarray] | None = None,
         test_time_flip: bool = False,
+        test_time_shift: int = 0,
     ) -> None:
         super().__init__()
         check_model_and_loss(net, loss)
@@ -143,6 +140,8 @@ class LandmarkModule(L.LightningModule):
             self.mean_shape.copy_(mean_shape)
         self.test_subsets = dict(test_subsets or {})
         self.test_time_flip = test_time_flip
+        whole_pixel_shifts(test_time_shift)  # validates it
+        self.test_time_shift = test_time_shift
         # not saved: a property of the scheme, not of the weights
         flip = torch.from_numpy(get_scheme(scheme).flip_array()).long()
         self.register_buffer("flip_permutation", flip, persistent=False)
@@ -172,14 +171,19 @@ class LandmarkModule(L.LightningModule):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 3, S, S)`` uint8 (or float 0–255) images → ``(B, L, 2)`` landmark pixels
-        (flip-averaged outside training with ``test_time_flip``)."""
+        (outside training, averaged over mirrored and shifted inputs with ``test_time_flip``
+        and ``test_time_shift``)."""
         compiled = self.__dict__["compiled_net"]
         net = self.net if compiled is None else compiled
-        pred = net(self._normalise(images))
-        if not self.test_time_flip or self.training:
-            return pred
-        mirrored = net(self._normalise(images.flip(-1)))
-        return (pred + unflip_points(mirrored, self.flip_permutation, images.shape[-1])) / 2
+        if self.training or not (self.test_time_flip or self.test_time_shift):
+            return net(self._normalise(images))
+        return averaged_prediction(
+            lambda variant: net(self._normalise(variant)),
+            images,
+            self.flip_permutation,
+            self.test_time_flip,
+            self.test_time_shift,
+        )
 
     def prediction_and_loss(
         self, batch: dict[str, torch.Tensor]

@@ -140,9 +140,9 @@ def build_module(
 ) -> LandmarkModule:
     """The LightningModule of ``cfg``: ``model``, ``loss`` and ``optim`` groups (the learning
     rate scaled to ``data.batch_size`` by ``optim.lr_scaling``), the evaluation protocol and
-    landmark scheme of ``data``, and the ``channels_last`` / ``compile`` / ``test_time_flip``
-    switches (for run configs that predate them: :data:`~wingface.run_folder.
-    LATER_KEY_DEFAULTS`);
+    landmark scheme of ``data``, and the ``channels_last`` / ``compile`` / ``test_time_flip`` /
+    ``test_time_shift`` switches (for run configs that predate them:
+    :data:`~wingface.run_folder.LATER_KEY_DEFAULTS`);
     ``mean_shape`` and ``test_subsets`` are what it needs from the data (:func:`data_inputs`)."""
     return LandmarkModule(
         net=instantiate(cfg.model),
@@ -164,6 +164,7 @@ def build_module(
         mean_shape=mean_shape,
         test_subsets=test_subsets,
         test_time_flip=bool(cfg.get("test_time_flip", LATER_KEY_DEFAULTS["test_time_flip"])),
+        test_time_shift=cfg.get("test_time_shift", LATER_KEY_DEFAULTS["test_time_shift"]),
     )
 
 

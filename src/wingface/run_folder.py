@@ -85,6 +85,7 @@ LATER_KEY_DEFAULTS: dict[str, Any] = {
     "compile": False,
     "skip_nonfinite_loss": False,
     "test_time_flip": False,
+    "test_time_shift": 0,
     "calibrate_offset": False,
     "data.context_oversample": 1,
 }
