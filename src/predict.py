@@ -49,6 +49,8 @@ def build_predictor(cfg: DictConfig, checkpoint: Path) -> LandmarkPredictor:
         calibration=calibration,
         refine=cfg.get("refine"),
         batch_size=cfg.batch_size,
+        test_time_flip=cfg.test_time_flip,
+        test_time_shift=cfg.test_time_shift,
     )
 
 

@@ -47,3 +47,24 @@ def test_the_bundled_model_finds_real_faces_landmarks() -> None:
         distance = normalising_distance(truth, None, "inter_ocular", "300w")
         nmes.append(float(per_image_nme(pred, truth, None, distance)))
     assert np.mean(nmes) < 0.06
+
+
+def test_predictor_takes_the_test_time_switches_over_the_recorded_ones() -> None:
+    """``predict.py test_time_flip=true test_time_shift=1``: the loaded model averages its 18
+    passes (``wingface.test_time``, checked against an independent reference in
+    test_test_time.py) although the model's recorded config has neither switch."""
+    plain = LandmarkPredictor.from_checkpoint(BUNDLED_MODEL)
+    averaged = LandmarkPredictor.from_checkpoint(
+        BUNDLED_MODEL, test_time_flip=True, test_time_shift=1
+    )
+    assert (plain.model.test_time_flip, plain.model.test_time_shift) == (False, 0)
+    assert (averaged.model.test_time_flip, averaged.model.test_time_shift) == (True, 1)
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (120, 100, 3), dtype=np.uint8)
+    box = np.array([[25.0, 30.0, 75.0, 90.0]])
+    (face_plain,) = plain(image, box)
+    (face_averaged,) = averaged(image, box)
+    assert not np.allclose(face_averaged.landmarks, face_plain.landmarks, atol=1e-3)
+    plain.model.test_time_flip, plain.model.test_time_shift = True, 1
+    (face_switched,) = plain(image, box)
+    np.testing.assert_allclose(face_switched.landmarks, face_averaged.landmarks, atol=1e-4)

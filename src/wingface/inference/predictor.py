@@ -143,10 +143,14 @@ def crop_points_to_image(points: np.ndarray, matrices: np.ndarray) -> np.ndarray
 
 
 def load_landmark_module(
-    ckpt_path: str | Path, device: str | torch.device = "cpu"
+    ckpt_path: str | Path,
+    device: str | torch.device = "cpu",
+    test_time_flip: bool | None = None,
+    test_time_shift: int | None = None,
 ) -> tuple[LandmarkModule, DictConfig]:
     """The LightningModule of a checkpoint, built from the run config saved beside it (or, for
-    a model file, in it).
+    a model file, in it); ``test_time_flip`` / ``test_time_shift`` replace the run's settings
+    of those switches (None keeps them; :mod:`wingface.test_time`).
 
     Returns:
         ``(module in eval mode on device, run config)``.
@@ -154,12 +158,17 @@ def load_landmark_module(
     Raises:
         FileNotFoundError: naming ``ckpt_path`` when the file or its run config is missing.
     """
+    from omegaconf import open_dict
+
     from wingface.config import register_resolvers
     from wingface.inference.model_file import checkpoint_run_config
     from wingface.pipeline import build_module
 
     register_resolvers()
     run_cfg, _ = checkpoint_run_config(ckpt_path)
+    switches = {"test_time_flip": test_time_flip, "test_time_shift": test_time_shift}
+    with open_dict(run_cfg):
+        run_cfg.update({key: value for key, value in switches.items() if value is not None})
     module = build_module(run_cfg)
     checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     if "state_dict" not in checkpoint:
@@ -219,14 +228,18 @@ class LandmarkPredictor:
         calibration: BoxCalibration | None = None,
         refine: int | None = None,
         batch_size: int = 64,
+        test_time_flip: bool | None = None,
+        test_time_shift: int | None = None,
     ) -> LandmarkPredictor:
-        """A predictor for a training checkpoint (its run's ``.hydra/config.yaml`` beside it).
+        """A predictor for a training checkpoint (its run's ``.hydra/config.yaml`` beside it)
+        or a model file; ``test_time_flip`` / ``test_time_shift`` replace the run's settings
+        (None keeps them).
 
         For models of the 68-point 300-W scheme (trained on landmark boxes), ``calibration``
         None picks :data:`DLIB_TO_300W_BOX` and ``refine`` None two re-crops; for other schemes
         no calibration (with a warning) and no re-crop.
         """
-        module, run_cfg = load_landmark_module(ckpt_path, device)
+        module, run_cfg = load_landmark_module(ckpt_path, device, test_time_flip, test_time_shift)
         scheme = str(run_cfg.data.scheme)
         landmark_box = scheme in LANDMARK_BOX_SCHEMES
         if refine is None:
