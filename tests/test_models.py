@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from wingface.models.cnn import LandmarkCNN
+from wingface.models.cnn import BlurPool2d, LandmarkCNN, MaxBlurPool2d
 
 
 def paper_cnn6() -> LandmarkCNN:
@@ -53,3 +53,32 @@ def test_gradients_reach_the_first_layer_after_one_step() -> None:
         (net(images) - target).abs().sum().backward()
         optimizer.step()
     assert net.features[0].weight.grad.abs().sum() > 0
+
+
+def test_blur_pool_keeps_constants_and_removes_the_finest_detail() -> None:
+    """Closed form: a constant stays constant, and a checkerboard of a and b (detail at the
+    pixel scale, which plain subsampling turns into a or b depending on a one-pixel move)
+    becomes (a + b) / 2 everywhere, whichever way it is moved."""
+    pool = BlurPool2d(2)
+    constant = torch.full((1, 2, 8, 6), 3.0)
+    torch.testing.assert_close(pool(constant), torch.full((1, 2, 4, 3), 3.0))
+    yy, xx = torch.meshgrid(torch.arange(9), torch.arange(8), indexing="ij")
+    board = torch.where((yy + xx) % 2 == 0, 10.0, 2.0).expand(1, 2, 9, 8)
+    subsampled = set()
+    for moved in (board, board.roll(1, dims=-1), board.roll(1, dims=-2)):
+        out = pool(moved)
+        assert out.shape == (1, 2, 5, 4)
+        torch.testing.assert_close(out, torch.full_like(out, 6.0))
+        subsampled |= set(moved[..., ::2, ::2].unique().tolist())
+    assert subsampled == {10.0, 2.0}  # plain subsampling: a or b, depending on the move
+
+
+def test_antialiased_cnn6_has_the_same_weights_and_output_size() -> None:
+    """``model.antialias=true``: same parameters (a plain CNN-6's state dict loads), same
+    output, each max-pool now stride 1 followed by a blur pool."""
+    plain, smooth = paper_cnn6(), LandmarkCNN(68, 64, (32, 64, 128, 256, 512), 1024, antialias=True)
+    smooth.load_state_dict(plain.state_dict())
+    assert sum(isinstance(m, MaxBlurPool2d) for m in smooth.modules()) == 5
+    assert all(m.stride == 1 for m in smooth.modules() if isinstance(m, nn.MaxPool2d))
+    assert list(smooth.state_dict()) == list(plain.state_dict())
+    assert smooth(torch.randn(2, 3, 64, 64)).shape == (2, 68, 2)

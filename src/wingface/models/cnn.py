@@ -8,6 +8,50 @@ import torch
 from torch import nn
 
 
+class BlurPool2d(nn.Module):
+    """Blur, then keep every second pixel: ``(B, C, H, W)`` → ``(B, C, ceil(H / 2), ceil(W / 2))``.
+
+    The fixed binomial filter ``[1, 2, 1] ⊗ [1, 2, 1] / 16`` (per channel, reflected borders)
+    removes the finest detail before subsampling, so the output moves smoothly when the input
+    moves by one pixel instead of aliasing (Zhang, "Making Convolutional Networks Shift-Invariant
+    Again", ICML 2019).
+
+    Args:
+        channels: ``C``.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        taps = torch.tensor([1.0, 2.0, 1.0])
+        kernel = (taps[:, None] * taps[None, :]) / 16.0
+        # a constant, rebuilt with the module: not part of the state dict
+        self.register_buffer("kernel", kernel.expand(channels, 1, 3, 3).clone(), persistent=False)
+        self.channels = channels
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        padded = nn.functional.pad(features, (1, 1, 1, 1), mode="reflect")
+        kernel = self.kernel.to(features.dtype)
+        return nn.functional.conv2d(padded, kernel, stride=2, groups=self.channels)
+
+
+class MaxBlurPool2d(nn.Module):
+    """Anti-aliased 2x max pooling (Zhang's MaxBlurPool): a stride-1 2x2 max, then
+    :class:`BlurPool2d`. ``(B, C, H, W)`` → ``(B, C, H / 2, W / 2)`` for even ``H``, ``W``, as
+    ``nn.MaxPool2d(2)``, and, like it, no parameters.
+
+    Args:
+        channels: ``C``.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.max = nn.MaxPool2d(2, stride=1)
+        self.blur = BlurPool2d(channels)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.blur(self.max(features))
+
+
 class LandmarkCNN(nn.Module):
     """A stack of ``conv3x3 → [BN] → ReLU → maxpool2x2`` blocks, then ``FC → ReLU → FC(2L)``.
 
@@ -22,6 +66,9 @@ class LandmarkCNN(nn.Module):
         fc_dim: width of the hidden fully connected layer.
         batch_norm: add BatchNorm after each convolution (not in the paper).
         dropout: dropout probability before the output layer (0 disables it).
+        antialias: each block's ``maxpool2x2`` becomes :class:`MaxBlurPool2d` (not in the
+            paper): the prediction moves smoothly with whole-pixel moves of the input. Same
+            parameters and state-dict keys.
 
     Shapes:
         input ``(B, 3, input_size, input_size)`` float, output ``(B, L, 2)`` pixels.
@@ -35,6 +82,7 @@ class LandmarkCNN(nn.Module):
         fc_dim: int = 1024,
         batch_norm: bool = False,
         dropout: float = 0.0,
+        antialias: bool = False,
     ) -> None:
         super().__init__()
         stride = 2 ** len(channels)
@@ -53,7 +101,8 @@ class LandmarkCNN(nn.Module):
             blocks.append(nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=not batch_norm))
             if batch_norm:
                 blocks.append(nn.BatchNorm2d(out_channels))
-            blocks += [nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            pool = MaxBlurPool2d(out_channels) if antialias else nn.MaxPool2d(2)
+            blocks += [nn.ReLU(inplace=True), pool]
             in_channels = out_channels
         self.features = nn.Sequential(*blocks)
         feature_side = input_size // stride
