@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from timm.layers import BlurPool2d
 from torch import nn
 
-from wingface.models.cnn import BlurPool2d, LandmarkCNN, MaxBlurPool2d
+from wingface.models.cnn import LandmarkCNN, MaxBlurPool2d
 
 
 def paper_cnn6() -> LandmarkCNN:
@@ -59,7 +60,7 @@ def test_blur_pool_keeps_constants_and_removes_the_finest_detail() -> None:
     """Closed form: a constant stays constant, and a checkerboard of a and b (detail at the
     pixel scale, which plain subsampling turns into a or b depending on a one-pixel move)
     becomes (a + b) / 2 everywhere, whichever way it is moved."""
-    pool = BlurPool2d(2)
+    pool = BlurPool2d(2, filt_size=3, stride=2)
     constant = torch.full((1, 2, 8, 6), 3.0)
     torch.testing.assert_close(pool(constant), torch.full((1, 2, 4, 3), 3.0))
     yy, xx = torch.meshgrid(torch.arange(9), torch.arange(8), indexing="ij")

@@ -293,8 +293,7 @@ class BatchAugmentation:
             (here, unless ``keep_ratio``, the x and y scales are drawn independently; shifts
             are whole pixels, truncated towards zero, as albumentations' ``translate_percent``;
             colour factors are uniform in ``[max(0, 1 - v), 1 + v]``; a blur has 3 or 5 taps
-            with sigma uniform in 0.5–3
-            px; an occluder has a uniform random colour).
+            with sigma uniform in 0.5–3 px; an occluder has a uniform random colour).
         compile: run the pixel work (warp, colour, blur, occlusion) through ``torch.compile``,
             which fuses its many element-wise passes into a few kernels (``augment.compile``;
             a one-off compilation, worth it on a GPU for small fast networks).

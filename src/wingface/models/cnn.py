@@ -8,45 +8,24 @@ import torch
 from torch import nn
 
 
-class BlurPool2d(nn.Module):
-    """Blur, then keep every second pixel: ``(B, C, H, W)`` → ``(B, C, ceil(H / 2), ceil(W / 2))``.
-
-    The fixed binomial filter ``[1, 2, 1] ⊗ [1, 2, 1] / 16`` (per channel, reflected borders)
-    removes the finest detail before subsampling, so the output moves smoothly when the input
-    moves by one pixel instead of aliasing (Zhang, "Making Convolutional Networks Shift-Invariant
-    Again", ICML 2019).
-
-    Args:
-        channels: ``C``.
-    """
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        taps = torch.tensor([1.0, 2.0, 1.0])
-        kernel = (taps[:, None] * taps[None, :]) / 16.0
-        # a constant, rebuilt with the module: not part of the state dict
-        self.register_buffer("kernel", kernel.expand(channels, 1, 3, 3).clone(), persistent=False)
-        self.channels = channels
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        padded = nn.functional.pad(features, (1, 1, 1, 1), mode="reflect")
-        kernel = self.kernel.to(features.dtype)
-        return nn.functional.conv2d(padded, kernel, stride=2, groups=self.channels)
-
-
 class MaxBlurPool2d(nn.Module):
-    """Anti-aliased 2x max pooling (Zhang's MaxBlurPool): a stride-1 2x2 max, then
-    :class:`BlurPool2d`. ``(B, C, H, W)`` → ``(B, C, H / 2, W / 2)`` for even ``H``, ``W``, as
-    ``nn.MaxPool2d(2)``, and, like it, no parameters.
+    """Anti-aliased 2x max pooling (Zhang, "Making Convolutional Networks Shift-Invariant
+    Again", ICML 2019): a stride-1 2x2 max, then timm's ``BlurPool2d`` (binomial
+    ``[1, 2, 1] ⊗ [1, 2, 1] / 16`` blur per channel, reflected borders, keep every second
+    pixel): the output moves smoothly when the input moves by one pixel. ``(B, C, H, W)`` →
+    ``(B, C, H / 2, W / 2)`` for even ``H``, ``W``, as ``nn.MaxPool2d(2)``, and, like it, no
+    parameters.
 
     Args:
         channels: ``C``.
     """
 
     def __init__(self, channels: int) -> None:
+        from timm.layers import BlurPool2d  # imported on use: timm is slow to import
+
         super().__init__()
         self.max = nn.MaxPool2d(2, stride=1)
-        self.blur = BlurPool2d(channels)
+        self.blur = BlurPool2d(channels, filt_size=3, stride=2)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.blur(self.max(features))
