@@ -138,7 +138,7 @@ def _parse_csv(
     A malformed row raises, or is handed to ``bad`` (the ``data.on_bad_sample`` policy).
     """
     lines, _ = read_text_lines(csv_path)
-    if lines and _is_header(_split_csv(lines[0].text)):
+    if lines and _is_header(_split_csv(lines[0].text, f"{csv_path}, line {lines[0].number}")):
         lines = lines[1:]
     if not lines:
         raise ValueError(
@@ -147,9 +147,8 @@ def _parse_csv(
     rows, numbers = [], []
     for line in lines:
         try:
-            rows.append(
-                _parse_row(_split_csv(line.text), f"{csv_path}, line {line.number}", num_points)
-            )
+            where = f"{csv_path}, line {line.number}"
+            rows.append(_parse_row(_split_csv(line.text, where), where, num_points))
         except ValueError as error:
             if bad is None:
                 raise
@@ -166,9 +165,17 @@ def _parse_csv(
     )
 
 
-def _split_csv(text: str) -> list[str]:
-    """The cells of one CSV line (quoted cells may hold commas)."""
-    return next(csv.reader([text]))
+def _split_csv(text: str, where: str) -> list[str]:
+    """The cells of one CSV line (quoted cells may hold commas).
+
+    Raises:
+        ValueError: naming ``where`` (file and line) when the line is not CSV (e.g. a carriage
+            return inside an unquoted cell).
+    """
+    try:
+        return next(csv.reader([text]))
+    except csv.Error as error:
+        raise ValueError(f"{where}: not a CSV line ({error})") from error
 
 
 def read_aflw_csv(
