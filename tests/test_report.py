@@ -223,6 +223,24 @@ def test_a_lone_job_is_labelled_without_infrastructure_overrides(tmp_path: Path)
     assert job.label == "balance=pdb"
 
 
+def test_a_continued_job_is_labelled_and_grouped_as_if_launched_once(tmp_path: Path) -> None:
+    """Jobs continued with ``ckpt_path=last`` (or loaded and logged differently) record those
+    overrides; they train the same thing, so labels and seed groups leave them out."""
+    sweep = tmp_path / "sweep"
+    write_job(sweep, 0, ["loss=l2", "seed=0", "ckpt_path=last", "data.num_workers=0"],
+              metrics_of(0.0434), FACES)  # fmt: skip
+    write_job(sweep, 1, ["loss=wing", "seed=0", "ckpt_path=last", "logger=csv"],
+              metrics_of(0.0411), FACES)  # fmt: skip
+    write_job(sweep, 2, ["loss=l2", "seed=1", "trainer.log_every_n_steps=5"],
+              metrics_of(0.0422), FACES)  # fmt: skip
+
+    jobs = load_jobs(sweep)
+
+    assert [j.label for j in jobs] == ["loss=l2 seed=0", "loss=wing seed=0", "loss=l2 seed=1"]
+    l2, wing = seed_groups(jobs)
+    assert (l2.label, l2.seeds, wing.label, wing.seeds) == ("loss=l2", [0, 1], "loss=wing", [0])
+
+
 def test_jobs_nested_by_a_slash_in_an_override_are_found(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     write_job(sweep, 0, ["loss=wing", "+note=a/b"], metrics_of(0.05))

@@ -68,8 +68,21 @@ LAST_FIFTH_COLUMN = "val gain, last fifth (pp)"
 NOT_FINISHED = "not finished"
 FINISHED = "finished"
 
-# Overrides that never change results, left out of job labels (compared without "+"/"~").
-_IGNORED_KEYS = ("trainer.enable_progress_bar", "trainer.enable_model_summary")
+# Overrides that never change what a job trains or measures, left out of job labels (compared
+# without "+"/"~"; a key also covers its sub-keys): how it shows progress and logs, how its data
+# is loaded, and ``ckpt_path`` (a job continued with ``ckpt_path=last`` is the same job).
+_IGNORED_KEYS = (
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.log_every_n_steps",
+    "data.num_workers",
+    "data.pin_memory",
+    "data.eval_batch_size",
+    "logger",
+    "callbacks.landmark_panel",
+    "ckpt_path",
+    "allow_config_change",
+)
 _GRID_KEYS = ("loss.w", "loss.eps")
 SEED_KEY = "seed"
 
@@ -233,6 +246,11 @@ def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+def _ignored(key: str) -> bool:
+    """Whether an override of ``key`` is left out of job labels (:data:`_IGNORED_KEYS`)."""
+    return any(key == k or key.startswith(f"{k}.") for k in _IGNORED_KEYS)
+
+
 def _load_job(path: Path) -> Job:
     hydra_cfg = (_read_yaml(path / ".hydra" / "hydra.yaml") or {}).get("hydra", {})
     job_cfg = hydra_cfg.get("job") or {}
@@ -246,7 +264,7 @@ def _load_job(path: Path) -> Job:
         overrides=[
             str(o)
             for o in overrides
-            if not _key(str(o)).startswith("hydra.") and _key(str(o)) not in _IGNORED_KEYS
+            if not _key(str(o)).startswith("hydra.") and not _ignored(_key(str(o)))
         ],
         dirname_excluded=[str(k) for k in excluded or []],
         config=(_read_yaml(config_path) or {}) if config_path.is_file() else {},
