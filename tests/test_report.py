@@ -241,6 +241,29 @@ def test_a_continued_job_is_labelled_and_grouped_as_if_launched_once(tmp_path: P
     assert (l2.label, l2.seeds, wing.label, wing.seeds) == ("loss=l2", [0, 1], "loss=wing", [0])
 
 
+def test_a_value_written_two_ways_is_one_override(tmp_path: Path) -> None:
+    """A multirun records ``model.antialias=True`` where a single run recorded ``=true``, and
+    ``2e-3`` is ``0.002``: the same setting, so the same label and seed group."""
+    sweep = tmp_path / "sweep"
+    runs = [("0", "true", "2e-3", 0.0390), ("1", "True", "0.002", 0.0385),
+            ("0", "false", "0.002", 0.0411)]  # fmt: skip
+    for num, (seed, antialias, lr, nme) in enumerate(runs):
+        overrides = ["loss=wing", f"seed={seed}", f"model.antialias={antialias}",
+                     f"optim.optimizer.lr={lr}"]  # fmt: skip
+        write_job(sweep, num, overrides, metrics_of(nme), FACES)
+
+    jobs = load_jobs(sweep)
+
+    assert [j.label for j in jobs] == [
+        "seed=0 model.antialias=true",
+        "seed=1 model.antialias=true",
+        "seed=0 model.antialias=false",
+    ]
+    with_blur, without = seed_groups(jobs)
+    assert (with_blur.label, with_blur.seeds) == ("model.antialias=true", [0, 1])
+    assert (without.label, without.seeds) == ("model.antialias=false", [0])
+
+
 def test_jobs_nested_by_a_slash_in_an_override_are_found(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     write_job(sweep, 0, ["loss=wing", "+note=a/b"], metrics_of(0.05))

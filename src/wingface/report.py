@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import OverrideParseException
 
 from wingface.json_files import read_json_object
 from wingface.metrics import NORMALISATIONS
@@ -246,6 +248,24 @@ def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+def _canonical(override: str) -> str:
+    """``override`` with a boolean or number value written one way (``model.antialias=True``
+    and ``=true`` are the same override, as are ``lr=2e-3`` and ``lr=0.002``: Hydra's
+    multirun records a swept value as it parsed it, a single run as it was typed); other
+    overrides unchanged."""
+    try:
+        value = OverridesParser.create().parse_override(override).value()
+    except OverrideParseException:
+        return override
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, int | float):
+        text = repr(value)
+    else:
+        return override
+    return f"{override.split('=', 1)[0]}={text}"
+
+
 def _ignored(key: str) -> bool:
     """Whether an override of ``key`` is left out of job labels (:data:`_IGNORED_KEYS`)."""
     return any(key == k or key.startswith(f"{k}.") for k in _IGNORED_KEYS)
@@ -262,7 +282,7 @@ def _load_job(path: Path) -> Job:
         path=path,
         number=number if isinstance(number, int) else None,
         overrides=[
-            str(o)
+            _canonical(str(o))
             for o in overrides
             if not _key(str(o)).startswith("hydra.") and not _ignored(_key(str(o)))
         ],
