@@ -19,6 +19,7 @@ minutes. Jobs are labelled by the overrides that tell them apart (``loss=wing``)
 from __future__ import annotations
 
 import csv
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -248,13 +249,19 @@ def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+@functools.cache
+def _override_parser() -> OverridesParser:
+    """Hydra's override parser, built once (building it sets up its grammar)."""
+    return OverridesParser.create()
+
+
 def _canonical(override: str) -> str:
     """``override`` with a boolean or number value written one way (``model.antialias=True``
     and ``=true`` are the same override, as are ``lr=2e-3`` and ``lr=0.002``: Hydra's
     multirun records a swept value as it parsed it, a single run as it was typed); other
     overrides unchanged."""
     try:
-        value = OverridesParser.create().parse_override(override).value()
+        value = _override_parser().parse_override(override).value()
     except OverrideParseException:
         return override
     if isinstance(value, bool):
@@ -282,9 +289,9 @@ def _load_job(path: Path) -> Job:
         path=path,
         number=number if isinstance(number, int) else None,
         overrides=[
-            _canonical(str(o))
+            _canonical(o)
             for o in overrides
-            if not _key(str(o)).startswith("hydra.") and not _ignored(_key(str(o)))
+            if not _key(o).startswith("hydra.") and not _ignored(_key(o))
         ],
         dirname_excluded=[str(k) for k in excluded or []],
         config=(_read_yaml(config_path) or {}) if config_path.is_file() else {},
