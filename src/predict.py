@@ -51,6 +51,7 @@ def build_predictor(cfg: DictConfig, checkpoint: Path) -> LandmarkPredictor:
         batch_size=cfg.batch_size,
         test_time_flip=cfg.test_time_flip,
         test_time_shift=cfg.test_time_shift,
+        calibrate_offset=cfg.calibrate_offset,
     )
 
 

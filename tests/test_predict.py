@@ -101,6 +101,28 @@ def test_predictor_crops_like_the_test_pipeline_and_maps_back_to_the_image(
         np.testing.assert_allclose(face.box, box)
 
 
+def test_prediction_offset_is_subtracted_in_network_input_pixels() -> None:
+    """A model file's validation offset (x, y input pixels) moves every image landmark by the
+    offset divided by the crop's scale (input pixels per image pixel), against the offset."""
+    faces = faces_side_by_side(2)
+    crops = ContextCrops(faces, INPUT_SIZE, CROP_SCALE, context_scale=1.25)
+    dataset = FaceCropDataset(crops, np.arange(len(faces)))
+    samples = [dataset[i] for i in range(len(dataset))]
+    oracle = OracleNet(
+        torch.stack([s["image"] for s in samples]), torch.stack([s["landmarks"] for s in samples])
+    )
+    offset = (0.5, -0.25)
+    predictor = LandmarkPredictor(oracle, INPUT_SIZE, CROP_SCALE, prediction_offset=offset)
+    found = predictor(faces.images[0], boxes=faces.boxes)
+    for face, truth, box in zip(found, faces.landmarks, faces.boxes, strict=True):
+        scale = INPUT_SIZE / (CROP_SCALE * max(box[2] - box[0], box[3] - box[1]))
+        np.testing.assert_allclose(
+            face.landmarks - truth, -np.divide(offset, scale)[None].repeat(68, 0), atol=0.01
+        )
+    with pytest.raises(ValueError, match="prediction_offset: expected two finite numbers"):
+        LandmarkPredictor(oracle, INPUT_SIZE, CROP_SCALE, prediction_offset=(np.nan, 0.0))
+
+
 def test_crop_points_to_image_inverts_the_crop() -> None:
     rng = np.random.default_rng(0)
     boxes = np.array([[10.0, 20.0, 110.0, 90.0], [300.5, 7.25, 340.0, 80.0]])

@@ -13,7 +13,12 @@ from omegaconf import OmegaConf
 
 from entry_points import run_script
 from wingface.config import apply_run_overrides
-from wingface.inference.model_file import checkpoint_run_config, export_model
+from wingface.inference.model_file import (
+    checkpoint_run_config,
+    export_model,
+    stored_prediction_offset,
+    validation_offset,
+)
 from wingface.inference.predictor import LandmarkPredictor
 from wingface.pipeline import evaluate, train
 
@@ -178,6 +183,24 @@ def test_eval_reproduces_the_test_numbers_of_training(
         expected = LandmarkPredictor.from_checkpoint(best[0])(image, boxes)[0].landmarks
         found = LandmarkPredictor.from_checkpoint(model)(image, boxes)[0].landmarks
         np.testing.assert_allclose(found, expected, atol=0.1)
+
+    # --calibrate-offset: the file stores the validation offset eval.py measured above, and
+    # the predictor subtracts it (input pixels, so offset / scale image pixels) unless told not to
+    measured = validation_offset(best[0])
+    assert measured == pytest.approx([on_val["val/offset_x"], on_val["val/offset_y"]], abs=1e-6)
+    calibrated_model = export_model(best[0], tmp_path / "elsewhere" / "calibrated.ckpt", measured)
+    assert stored_prediction_offset(calibrated_model) == measured
+    assert stored_prediction_offset(model) is None
+    with pytest.raises(ValueError, match="stores no prediction offset"):
+        LandmarkPredictor.from_checkpoint(model, calibrate_offset=True)
+    data_cfg = checkpoint_run_config(model)[0].data
+    scale = data_cfg.input_size / (data_cfg.crop_scale * (boxes[0, 2] - boxes[0, 0]))
+    plain = LandmarkPredictor.from_checkpoint(model)(images[0], boxes)[0].landmarks
+    calibrated = LandmarkPredictor.from_checkpoint(calibrated_model)(images[0], boxes)[0]
+    moved = plain - np.asarray(measured, dtype=np.float32) / scale
+    np.testing.assert_allclose(calibrated.landmarks, moved, atol=1e-4)
+    unapplied = LandmarkPredictor.from_checkpoint(calibrated_model, calibrate_offset=False)
+    np.testing.assert_allclose(unapplied(images[0], boxes)[0].landmarks, plain, atol=1e-6)
 
 
 @pytest.mark.slow

@@ -192,6 +192,8 @@ class LandmarkPredictor:
             for models trained on landmark boxes; 0 for others).
         device: where the model runs.
         batch_size: crops per forward pass.
+        prediction_offset: ``(x, y)`` network-input pixels subtracted from every prediction
+            (a model file's validation offset, :mod:`wingface.inference.model_file`).
     """
 
     def __init__(
@@ -204,6 +206,7 @@ class LandmarkPredictor:
         refine: int = 0,
         device: str | torch.device = "cpu",
         batch_size: int = 64,
+        prediction_offset: Sequence[float] = (0.0, 0.0),
     ) -> None:
         if input_size < 1 or not crop_scale > 0 or batch_size < 1 or refine < 0:
             raise ValueError(
@@ -218,6 +221,12 @@ class LandmarkPredictor:
         self.calibration = calibration
         self.refine = int(refine)
         self.batch_size = batch_size
+        offset = np.asarray(prediction_offset, dtype=np.float32)
+        if offset.shape != (2,) or not np.isfinite(offset).all():
+            raise ValueError(
+                f"prediction_offset: expected two finite numbers (x, y), got {prediction_offset}"
+            )
+        self.prediction_offset = offset
 
     @classmethod
     def from_checkpoint(
@@ -230,15 +239,27 @@ class LandmarkPredictor:
         batch_size: int = 64,
         test_time_flip: bool | None = None,
         test_time_shift: int | None = None,
+        calibrate_offset: bool | None = None,
     ) -> LandmarkPredictor:
         """A predictor for a training checkpoint (its run's ``.hydra/config.yaml`` beside it)
         or a model file; ``test_time_flip`` / ``test_time_shift`` replace the run's settings
-        (None keeps them).
+        (None keeps them). ``calibrate_offset`` subtracts the model file's stored validation
+        offset from every prediction: None when the file has one, True requires one (a
+        ValueError naming the file otherwise), False never.
 
         For models of the 68-point 300-W scheme (trained on landmark boxes), ``calibration``
         None picks :data:`DLIB_TO_300W_BOX` and ``refine`` None two re-crops; for other schemes
         no calibration (with a warning) and no re-crop.
         """
+        from wingface.inference.model_file import stored_prediction_offset
+
+        offset = stored_prediction_offset(ckpt_path) if calibrate_offset is not False else None
+        if calibrate_offset and offset is None:
+            raise ValueError(
+                f"calibrate_offset: {ckpt_path} stores no prediction offset; write a model file "
+                "that does with python experiments/export_model.py <checkpoint> <file> "
+                "--calibrate-offset"
+            )
         module, run_cfg = load_landmark_module(ckpt_path, device, test_time_flip, test_time_shift)
         scheme = str(run_cfg.data.scheme)
         landmark_box = scheme in LANDMARK_BOX_SCHEMES
@@ -263,6 +284,7 @@ class LandmarkPredictor:
             refine=refine,
             device=device,
             batch_size=batch_size,
+            prediction_offset=(0.0, 0.0) if offset is None else offset,
         )
 
     @property
@@ -282,7 +304,7 @@ class LandmarkPredictor:
             batch = torch.from_numpy(crops[start : start + self.batch_size])
             batch = batch.permute(0, 3, 1, 2).contiguous().to(self.device)
             preds.append(self.model(batch).float().cpu().numpy())
-        return crop_points_to_image(np.concatenate(preds), matrices)
+        return crop_points_to_image(np.concatenate(preds) - self.prediction_offset, matrices)
 
     def landmarks_of_detections(
         self, image: np.ndarray, boxes: np.ndarray
