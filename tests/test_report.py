@@ -241,6 +241,30 @@ def test_a_continued_job_is_labelled_and_grouped_as_if_launched_once(tmp_path: P
     assert (l2.label, l2.seeds, wing.label, wing.seeds) == ("loss=l2", [0, 1], "loss=wing", [0])
 
 
+def test_jobs_launched_alone_into_a_sweep_keep_their_folder_number_and_label_order(
+    tmp_path: Path,
+) -> None:
+    """Jobs of one sweep run as separate launches (each its own job 0, or a single run, in a
+    folder named ``<num>_<overrides>``) take their place from the folder name, and their
+    labels name the keys in one order whatever order each command line gave them in."""
+    sweep = tmp_path / "sweep"
+    launched = [(3, ["seed=0", "loss=l2"], 0.0401), (4, ["seed=1", "loss=wing"], 0.0378),
+                (0, ["loss=wing", "seed=0"], 0.0384)]  # fmt: skip
+    for place, overrides, nme in launched:
+        alone = write_job(sweep, 0, overrides, metrics_of(nme), FACES)
+        alone.rename(sweep / f"{place}_{alone.name.split('_', 1)[1]}")
+    single = next(sweep.glob("0_*"))
+    hydra_yaml = single / ".hydra" / "hydra.yaml"
+    recorded = OmegaConf.load(hydra_yaml)
+    recorded.hydra.job.num = None  # a single run (train.py without -m) has no job number
+    OmegaConf.save(recorded, hydra_yaml)
+
+    jobs = load_jobs(sweep)
+
+    assert [j.number for j in jobs] == [0, 3, 4]
+    assert [j.label for j in jobs] == ["loss=wing seed=0", "loss=l2 seed=0", "loss=wing seed=1"]
+
+
 def test_a_value_written_two_ways_is_one_override(tmp_path: Path) -> None:
     """A multirun records ``model.antialias=True`` where a single run recorded ``=true``, and
     ``2e-3`` is ``0.002``: the same setting, so the same label and seed group."""

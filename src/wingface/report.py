@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import functools
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,7 +97,8 @@ class Job:
 
     Attributes:
         path: the job folder.
-        number: Hydra job number (``None`` for a single run, which has none).
+        number: the job's place in its sweep (:func:`sweep_position`; ``None`` for a single
+            run).
         overrides: its command-line overrides, e.g. ``["loss=wing", "loss.w=5"]``.
         dirname_excluded: the keys Hydra leaves out of the job's folder name (infrastructure
             keys such as ``data.root``).
@@ -278,16 +280,29 @@ def _ignored(key: str) -> bool:
     return any(key == k or key.startswith(f"{k}.") for k in _IGNORED_KEYS)
 
 
+_NUMBERED_FOLDER = re.compile(r"(\d+)_")
+
+
+def sweep_position(folder_name: str, job_number: object) -> int | None:
+    """A job's place in its sweep: the number its folder name starts with (the sweep folder
+    pattern ``<num>_<overrides>``, which a job launched alone into the sweep folder keeps by
+    naming its folder so, while its Hydra job number is 0), else Hydra's job number; ``None``
+    for a single run."""
+    numbered = _NUMBERED_FOLDER.match(folder_name)
+    if numbered:
+        return int(numbered.group(1))
+    return job_number if isinstance(job_number, int) else None
+
+
 def _load_job(path: Path) -> Job:
     hydra_cfg = (_read_yaml(path / ".hydra" / "hydra.yaml") or {}).get("hydra", {})
     job_cfg = hydra_cfg.get("job") or {}
-    number = job_cfg.get("num")
     excluded = ((job_cfg.get("config") or {}).get("override_dirname") or {}).get("exclude_keys")
     overrides = recorded_overrides(path)
     config_path = path / RECORD_FOLDER / CONFIG_FILE
     return Job(
         path=path,
-        number=number if isinstance(number, int) else None,
+        number=sweep_position(path.name, job_cfg.get("num")),
         overrides=[
             _canonical(o)
             for o in overrides
@@ -301,7 +316,9 @@ def _load_job(path: Path) -> Job:
 
 
 def distinguishing_labels(jobs: Sequence[Job]) -> list[str]:
-    """Each job's overrides without those every job shares, space-separated (``loss=wing``).
+    """Each job's overrides without those every job shares, space-separated (``loss=wing``),
+    in one key order for all jobs (that of the keys' first appearance), whatever order each
+    job's command line gave them in.
 
     A lone job is labelled by its overrides without the keys Hydra leaves out of folder names
     (e.g. ``data.root``); a job with no label of its own by its folder name.
@@ -311,9 +328,14 @@ def distinguishing_labels(jobs: Sequence[Job]) -> list[str]:
         own = [o for o in job.overrides if _key(o) not in job.dirname_excluded]
         return [" ".join(own or job.overrides) or job.path.name]
     shared = set.intersection(*(set(job.overrides) for job in jobs))
+    key_order = {key: rank for rank, key in enumerate(
+        dict.fromkeys(_key(o) for job in jobs for o in job.overrides)
+    )}  # fmt: skip
     labels = []
     for job in jobs:
-        own = [o for o in job.overrides if o not in shared]
+        own = sorted(
+            (o for o in job.overrides if o not in shared), key=lambda o: key_order[_key(o)]
+        )
         labels.append(" ".join(own) or job.path.name)
     return labels
 

@@ -14,6 +14,10 @@ face detector (dlib's HOG detector, when ``boxes`` is not given) go through a fi
 :class:`BoxCalibration` measured on real 300-W faces (:data:`DLIB_TO_300W_BOX`), and the face is
 then re-cropped ``refine`` times around the tight box of its predicted landmarks, which is
 exactly the training convention. Given boxes are used as they are.
+
+A model file exported with ``--calibrate-offset`` stores its mean signed error on the validation
+faces (:mod:`wingface.inference.model_file`); the predictor subtracts it from every prediction in
+network-input pixels, as ``src/eval.py calibrate_offset=true`` does on a test set.
 """
 
 from __future__ import annotations
