@@ -9,7 +9,11 @@ import torch
 from shared_data import REAL_300W, needs_real_300w
 from wingface.config import apply_run_overrides
 from wingface.data.formats.face300w import load_300w
-from wingface.inference.model_file import BUNDLED_MODEL, checkpoint_run_config
+from wingface.inference.model_file import (
+    BUNDLED_MODEL,
+    checkpoint_run_config,
+    stored_prediction_offset,
+)
 from wingface.inference.predictor import LandmarkPredictor
 from wingface.landmarks import tight_boxes
 from wingface.metrics import normalising_distance, per_image_nme
@@ -68,3 +72,21 @@ def test_predictor_takes_the_test_time_switches_over_the_recorded_ones() -> None
     plain.model.test_time_flip, plain.model.test_time_shift = True, 1
     (face_switched,) = plain(image, box)
     np.testing.assert_allclose(face_switched.landmarks, face_averaged.landmarks, atol=1e-4)
+
+
+def test_predictor_subtracts_the_bundled_models_validation_offset_unless_told_not_to() -> None:
+    """The bundled model stores its validation offset (a few tenths of an input pixel, the
+    model card's numbers); the predictor's landmarks move by it, in image pixels the offset
+    divided by the crop's scale."""
+    offset = stored_prediction_offset(BUNDLED_MODEL)
+    assert offset is not None and 0.05 < -offset[0] < 0.5 and abs(offset[1]) < 0.5
+    calibrated = LandmarkPredictor.from_checkpoint(BUNDLED_MODEL)
+    plain = LandmarkPredictor.from_checkpoint(BUNDLED_MODEL, calibrate_offset=False)
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 256, (120, 100, 3), dtype=np.uint8)
+    box = np.array([[25.0, 30.0, 75.0, 90.0]])
+    scale = plain.input_size / (plain.crop_scale * 60.0)  # input pixels per image pixel
+    (face_calibrated,) = calibrated(image, box)
+    (face_plain,) = plain(image, box)
+    moved = face_plain.landmarks - np.asarray(offset, dtype=np.float32) / scale
+    np.testing.assert_allclose(face_calibrated.landmarks, moved, atol=1e-4)
