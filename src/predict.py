@@ -90,7 +90,13 @@ def main(cfg: DictConfig) -> None:
             "faces": [face_record(face, source) for face in faces],
         }
         write_image(out / "overlays" / name, draw_overlay(image, faces, cfg.dot_radius))
-    meta = {"checkpoint": str(checkpoint), "input": str(cfg.input), "unreadable": unreadable}
+    meta = {
+        "checkpoint": str(checkpoint),
+        "input": str(cfg.input),
+        # network-input pixels subtracted from every prediction (calibrate_offset)
+        "prediction_offset": predictor.prediction_offset.tolist(),
+        "unreadable": unreadable,
+    }
     write_json(out / "landmarks.json", results, meta)
     write_csv(out / "landmarks.csv", results)
     total = sum(len(r["faces"]) for r in results.values())

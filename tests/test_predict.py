@@ -30,6 +30,7 @@ from wingface.inference.detector import (
     drop_overlapping,
 )
 from wingface.inference.files import read_boxes_file
+from wingface.inference.model_file import BUNDLED_MODEL, stored_prediction_offset
 from wingface.inference.predictor import LandmarkPredictor, crop_points_to_image
 
 # Under pytest -n (make test) in one test process: the tests share one trained checkpoint.
@@ -323,6 +324,7 @@ def test_predict_writes_json_csv_and_overlays_using_given_boxes(
     )
     results = json.loads((out / "landmarks.json").read_text())
     assert results["checkpoint"] == str(checkpoint)
+    assert results["prediction_offset"] == [0.0, 0.0]  # a training checkpoint stores none
     images = results["images"]
     assert list(images) == ["face_0.png", "face_1.jpg", "face_2.png"]
     for name, given in boxes.items():
@@ -405,6 +407,9 @@ def test_predict_names_missing_inputs_and_defaults_to_the_bundled_model(
     assert bundled.returncode == 0, bundled.stderr  # no ckpt_path: the bundled model
     written = json.loads((tmp_path / "c" / "landmarks.json").read_text())
     assert written["checkpoint"].endswith("models/cnn6_wing_300w.ckpt")
+    # the bundled model's validation offset was subtracted, and the results say so
+    stored = stored_prediction_offset(BUNDLED_MODEL)
+    assert written["prediction_offset"] == pytest.approx(stored, abs=1e-6)
     assert len(written["images"]) == 3
 
 
