@@ -6,10 +6,11 @@ Usage:
 For every finished job (one with ``metrics.json``) the folder ``<dest>/<job folder name>/``
 receives ``metrics.json``, ``test_per_image.csv``, ``nme_per_pose.csv``,
 ``nme_per_landmark.csv``, ``run_info.json``, the CSV logs (``csv/version_*/metrics.csv``, the
-validation curves) and ``.hydra/{config,hydra,overrides}.yaml``: enough for
-``python src/report.py <dest>`` to rebuild the sweep's report (table, CED, per-pose bars,
-validation curves) without checkpoints. Jobs already copied are refreshed; unfinished jobs are
-listed and skipped.
+validation curves), ``.hydra/{config,hydra,overrides}.yaml`` and, for each ``src/eval.py``
+evaluation written inside the job folder, its ``evaluation.yaml`` and ``metrics.json``: enough
+for ``python src/report.py <dest>`` to rebuild the sweep's report (table with the evaluations'
+columns, CED, per-pose bars, validation curves) without checkpoints. Jobs already copied are
+refreshed; unfinished jobs are listed and skipped.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from __future__ import annotations
 import argparse
 import shutil
 from pathlib import Path
+
+from wingface.run_folder import EVALUATION_RECORD
 
 RESULT_FILES = (
     "metrics.json",
@@ -38,7 +41,13 @@ def collect(sweep: Path, dest: Path) -> tuple[list[str], list[str]]:
             unfinished.append(job.name)
             continue
         logs = sorted(job.glob("csv/version_*/metrics.csv"))
-        for name in [*RESULT_FILES, *(str(p.relative_to(job)) for p in logs)]:
+        evaluations = [
+            record.parent / name
+            for record in sorted(job.rglob(EVALUATION_RECORD))
+            for name in (EVALUATION_RECORD, "metrics.json")
+        ]
+        extra = [str(p.relative_to(job)) for p in [*logs, *evaluations]]
+        for name in [*RESULT_FILES, *extra]:
             source = job / name
             if source.is_file():
                 target = dest / job.name / name

@@ -47,7 +47,7 @@ def main() -> None:
         apply_run_overrides(run_cfg, run_overrides, recorded)
         run_cfg.paths = cfg.paths
         run_cfg.task_name = cfg.task_name
-        metrics = evaluate(run_cfg, str(ckpt_path), cfg.split)
+        metrics = evaluate(run_cfg, str(ckpt_path), cfg.split, run_overrides)
         log.info("%s", OmegaConf.to_yaml({k: round(v, 6) for k, v in sorted(metrics.items())}))
 
     evaluate_run()

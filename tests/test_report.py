@@ -24,7 +24,8 @@ from omegaconf import OmegaConf, open_dict
 
 from entry_points import run_script
 from wingface.callbacks.sweep_summary import SweepSummary
-from wingface.config import PROJECT_ROOT, compose_config
+from wingface.config import PROJECT_ROOT, apply_run_overrides, compose_config
+from wingface.pipeline import write_evaluation_record
 from wingface.report import (
     LAST_FIFTH_COLUMN,
     build_report,
@@ -123,6 +124,25 @@ def metrics_of(nme: float, fit_seconds: float = 600.0, **extra: float) -> dict[s
     return metrics
 
 
+def write_evaluation(
+    job: Path, name: str, overrides: Sequence[str], metrics: dict[str, float], split: str = "test"
+) -> Path:
+    """Write what ``src/eval.py ckpt_path=<job's best> split=<split> <overrides>
+    hydra.run.dir=<job>/<name>`` leaves: Hydra's record of eval.py's own config, the evaluation
+    record (:func:`write_evaluation_record`, the job's recorded config with ``overrides``
+    applied by eval.py's :func:`apply_run_overrides`) and ``metrics.json``."""
+    folder = job / name
+    run_cfg = OmegaConf.load(job / ".hydra" / "config.yaml")
+    apply_run_overrides(run_cfg, list(overrides), recorded_overrides=[])
+    run_cfg.paths.output_dir = str(folder)
+    write_evaluation_record(run_cfg, str(job / "checkpoints" / "epoch_005.ckpt"), split, overrides)
+    (folder / ".hydra").mkdir()
+    hydra_record = OmegaConf.create({"hydra": {"job": {"name": "eval"}}})
+    OmegaConf.save(hydra_record, folder / ".hydra" / "hydra.yaml")
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    return folder
+
+
 FACES = [("face_a", 0.02, 0.03, 0.01), ("face_b", 0.12, 0.17, 0.07), ("face_c", 0.05, 0.07, 0.03)]
 
 
@@ -199,6 +219,35 @@ def test_table_has_every_job_its_normalisations_and_the_unfinished_one(tmp_path:
     assert "3 jobs, 2 finished." in report.markdown
     assert report.figures == {}
     assert not (sweep / "report.md").exists()  # build_report writes nothing
+
+
+def test_evaluations_inside_a_job_folder_are_its_columns_not_jobs(tmp_path: Path) -> None:
+    """eval.py runs written into a job's folder add a column each, named by the overrides that
+    changed the job's config; a validation-split evaluation adds none, and no evaluation is
+    taken for a job of its own."""
+    sweep = tmp_path / "sweep"
+    wing = write_job(sweep, 0, ["loss=wing", "seed=3"], metrics_of(0.05))
+    write_job(sweep, 1, ["loss=l1", "seed=3"], metrics_of(0.06))
+    switches = ["seed=3", "test_time_flip=true", "data.eval_batch_size=7", "test_time_shift=2"]
+    write_evaluation(wing, "eval_switches", switches, {"test/nme": 0.045, "test/nme_box": 0.03})
+    write_evaluation(wing, "eval_again", [], {"test/nme": 0.05})
+    write_evaluation(wing, "eval_val", ["test_time_flip=true"], {"val/nme": 0.04}, split="val")
+    jobs = load_jobs(sweep)
+    assert [job.path for job in jobs] == [wing, sweep / "1_loss=l1,seed=3"]
+    assert [e.label for e in jobs[0].evaluations] == ["", "test_time_flip=true test_time_shift=2"]
+    assert jobs[0].evaluations[1].path == wing / "eval_switches"
+
+    report = build_report(sweep)
+    flip = "nme_inter_ocular % with test_time_flip=true test_time_shift=2"
+    again = "nme_inter_ocular % with no change"
+    assert report.columns[:7] == [
+        "job", "status", "nme_inter_ocular %", "nme_inter_pupil %", "nme_box %", again, flip
+    ]  # fmt: skip
+    rows = {row[0]: dict(zip(report.columns, row, strict=True)) for row in report.rows}
+    assert rows["loss=wing"][flip] == pytest.approx(4.5)
+    assert rows["loss=wing"][again] == pytest.approx(5.0)
+    assert rows["loss=l1"][flip] is None
+    assert flip in report.markdown
 
 
 def test_table_is_a_valid_wandb_table(tmp_path: Path) -> None:
@@ -608,6 +657,7 @@ def test_collected_results_rebuild_the_same_report(tmp_path: Path) -> None:
     finished = write_job(sweep, 0, ["loss=wing"], metrics_of(0.05), per_image=FACES)
     write_csv_log(finished, 0, [(e, 0.3 - 0.02 * e) for e in range(6)])
     write_job(sweep, 1, ["loss=l1"])  # not finished
+    write_evaluation(finished, "eval_flip", ["test_time_flip=true"], {"test/nme": 0.045})
     collect = runpy.run_path(str(PROJECT_ROOT / "experiments" / "collect_sweep.py"))["collect"]
     copied, unfinished = collect(sweep, tmp_path / "copy")
     assert copied == [finished.name] and unfinished == ["1_loss=l1"]
@@ -615,3 +665,4 @@ def test_collected_results_rebuild_the_same_report(tmp_path: Path) -> None:
     original = build_report(sweep)
     copy = build_report(tmp_path / "copy")
     assert copy.rows == [row for row in original.rows if row[1] == "finished"]
+    assert "nme_inter_ocular % with test_time_flip=true" in copy.columns

@@ -135,8 +135,17 @@ def test_eval_reproduces_the_test_numbers_of_training(
     best = sorted((run_dir / "checkpoints").glob("epoch_*.ckpt"))
     assert len(best) == 1
     eval_dir = tmp_path / "eval"
-    run_script("eval.py", [f"ckpt_path={best[0]}", f"hydra.run.dir={eval_dir}"], subprocess_env)
+    eval_args = [f"ckpt_path={best[0]}", "data.eval_batch_size=7", f"hydra.run.dir={eval_dir}"]
+    run_script("eval.py", eval_args, subprocess_env)
     evaluated = json.loads((eval_dir / "metrics.json").read_text())
+    # the folder records what was measured: the checkpoint, the split, the run overrides and
+    # the config they made
+    record = OmegaConf.load(eval_dir / "evaluation.yaml")
+    assert record.checkpoint == str(best[0].resolve()) and record.split == "test"
+    assert list(record.overrides) == ["data.eval_batch_size=7"]
+    assert record.config.data.eval_batch_size == 7
+    recorded_run = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    assert record.config.data.source == recorded_run.data.source
     for key in ("test/nme", "test/nme_inter_pupil", "test/fr_0.10", "test/auc_0.10"):
         assert evaluated[key] == pytest.approx(trained[key], abs=1e-6), key
     assert evaluated["test/nme_mean_shape"] == pytest.approx(trained["test/nme_mean_shape"])

@@ -39,6 +39,7 @@ from wingface.optim import scale_optimizer_lr
 from wingface.preflight import check_checkpoint_matches, check_run_config
 from wingface.run_folder import (
     CHECKPOINT_FOLDER,
+    EVALUATION_RECORD,
     LATER_KEY_DEFAULTS,
     check_resume,
     claim_run_folder,
@@ -434,11 +435,35 @@ EVAL_SPLITS = ("test", "val")
 validation faces, where evaluation-time switches (``test_time_flip=true``) are chosen."""
 
 
-def evaluate(run_cfg: DictConfig, ckpt_path: str, split: str = "test") -> dict[str, float]:
+def write_evaluation_record(
+    run_cfg: DictConfig, ckpt_path: str, split: str, overrides: Sequence[str]
+) -> Path:
+    """Write :data:`EVALUATION_RECORD` into ``<paths.output_dir>`` (whole or not at all):
+    ``checkpoint`` (absolute path), ``split``, ``overrides`` (as given on eval.py's command
+    line) and ``config`` (the evaluated run config, interpolations unresolved)."""
+    record = OmegaConf.create(
+        {
+            "checkpoint": str(Path(ckpt_path).resolve()),
+            "split": split,
+            "overrides": [str(o) for o in overrides],
+            "config": OmegaConf.to_container(run_cfg, resolve=False),
+        }
+    )
+    text = OmegaConf.to_yaml(record).encode()
+    path = Path(run_cfg.paths.output_dir) / EVALUATION_RECORD
+    return write_atomically(path, lambda handle: handle.write(text))
+
+
+def evaluate(
+    run_cfg: DictConfig, ckpt_path: str, split: str = "test", overrides: Sequence[str] = ()
+) -> dict[str, float]:
     """Measure ``ckpt_path`` on ``split`` (:data:`EVAL_SPLITS`) with the data and model of the
-    run config ``run_cfg``; returns the logged metrics (``test/*`` or ``val/*``)."""
+    run config ``run_cfg`` (the run's recorded config with ``overrides`` applied); returns the
+    logged metrics (``test/*`` or ``val/*``), written to ``metrics.json`` beside
+    :data:`EVALUATION_RECORD`."""
     if split not in EVAL_SPLITS:
         raise ValueError(f"split: expected one of {list(EVAL_SPLITS)}, got {split!r}")
+    write_evaluation_record(run_cfg, ckpt_path, split, overrides)
     stage = "test" if split == "test" else "validate"
     calibrate = bool(run_cfg.get("calibrate_offset"))
     stages = ("validate", stage) if calibrate and stage == "test" else (stage,)

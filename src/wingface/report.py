@@ -3,7 +3,9 @@
 A sweep folder holds one folder per job (``<num>_<overrides>``, nested deeper when an override
 value holds a ``/``), each with ``.hydra/{config,hydra,overrides}.yaml`` and, once the job has
 finished, ``metrics.json``, ``test_per_image.csv`` and (when the dataset has pose subsets)
-``nme_per_pose.csv``. :func:`build_report` reads them all; :func:`write_report` also writes
+``nme_per_pose.csv``; re-evaluations of its checkpoint by ``src/eval.py`` written into a folder
+inside it (``hydra.run.dir=<job>/<name>``, with ``evaluation.yaml`` and ``metrics.json``) add
+a column each. :func:`build_report` reads them all; :func:`write_report` also writes
 ``report.md`` and the plots that apply into the sweep folder:
 
 * ``ced.png``: the test CED of every finished job, overlaid;
@@ -35,10 +37,16 @@ from hydra.errors import OverrideParseException
 from wingface.json_files import read_json_object
 from wingface.metrics import NORMALISATIONS
 from wingface.plots import plot_ced, plot_curves, plot_grouped_bars, plot_value_grids
-from wingface.run_folder import CONFIG_FILE, RECORD_FOLDER, recorded_overrides
+from wingface.run_folder import (
+    CONFIG_FILE,
+    EVALUATION_RECORD,
+    RECORD_FOLDER,
+    recorded_overrides,
+)
 
 __all__ = [
     "FIGURES",
+    "Evaluation",
     "Job",
     "NmeGrid",
     "PoseBars",
@@ -91,6 +99,33 @@ _GRID_KEYS = ("loss.w", "loss.eps")
 SEED_KEY = "seed"
 
 
+def _value_at(config: Any, dotted: str) -> Any:
+    """The value at ``dotted`` (e.g. ``loss.w``) of a nested dict, ``None`` where absent."""
+    node = config
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+@dataclass
+class Evaluation:
+    """A test-split re-evaluation of a job's checkpoint by ``src/eval.py``, written into a
+    folder inside the job's folder.
+
+    Attributes:
+        path: its folder (``evaluation.yaml``, ``metrics.json``).
+        label: the overrides that changed the job's config (``test_time_flip=true``), in the
+            order given; ``""`` for a plain re-test.
+        metrics: its ``metrics.json`` (``test/*`` as fractions).
+    """
+
+    path: Path
+    label: str
+    metrics: dict[str, float]
+
+
 @dataclass
 class Job:
     """One job folder of a sweep, as written by ``src/train.py``.
@@ -106,6 +141,7 @@ class Job:
         choices: config group → chosen option (``hydra.runtime.choices``, e.g. ``balance``).
         metrics: ``metrics.json`` (NMEs, FR, AUC as fractions), ``None`` until it finished.
         label: the overrides that tell this job apart from the others of the sweep.
+        evaluations: the job's test-split re-evaluations (:func:`job_evaluations`).
     """
 
     path: Path
@@ -116,6 +152,7 @@ class Job:
     choices: dict[str, Any]
     metrics: dict[str, float] | None
     label: str = ""
+    evaluations: list[Evaluation] = field(default_factory=list)
 
     @property
     def finished(self) -> bool:
@@ -124,12 +161,7 @@ class Job:
 
     def config_value(self, dotted: str) -> Any:
         """The config value at ``dotted`` (e.g. ``loss.w``), ``None`` where absent."""
-        node: Any = self.config
-        for key in dotted.split("."):
-            if not isinstance(node, dict) or key not in node:
-                return None
-            node = node[key]
-        return node
+        return _value_at(self.config, dotted)
 
     @property
     def normalisations(self) -> list[str]:
@@ -300,6 +332,7 @@ def _load_job(path: Path) -> Job:
     excluded = ((job_cfg.get("config") or {}).get("override_dirname") or {}).get("exclude_keys")
     overrides = recorded_overrides(path)
     config_path = path / RECORD_FOLDER / CONFIG_FILE
+    config = (_read_yaml(config_path) or {}) if config_path.is_file() else {}
     return Job(
         path=path,
         number=sweep_position(path.name, job_cfg.get("num")),
@@ -309,10 +342,35 @@ def _load_job(path: Path) -> Job:
             if not _key(o).startswith("hydra.") and not _ignored(_key(o))
         ],
         dirname_excluded=[str(k) for k in excluded or []],
-        config=(_read_yaml(config_path) or {}) if config_path.is_file() else {},
+        config=config,
         choices=dict((hydra_cfg.get("runtime") or {}).get("choices") or {}),
         metrics=read_json_object(path / "metrics.json", "a JSON object of metrics"),
+        evaluations=job_evaluations(path, config),
     )
+
+
+def job_evaluations(path: Path, config: dict[str, Any]) -> list[Evaluation]:
+    """The finished test-split evaluations in folders inside the job folder ``path`` (each an
+    ``evaluation.yaml`` with its ``metrics.json``), in folder-name order. Each is labelled by
+    the overrides that changed the job's recorded ``config``: an override that sets a key to
+    the value the job already had (``data.root`` pointing where it trained) and the keys that
+    never change what is measured (batch sizes, loaders, loggers) are left out."""
+    evaluations = []
+    for record_path in sorted(path.rglob(EVALUATION_RECORD)):
+        folder = record_path.parent
+        record = _read_yaml(record_path) or {}
+        if record.get("split") != "test" or not (folder / "metrics.json").is_file():
+            continue
+        evaluated = record.get("config") or {}
+        changed = [
+            _canonical(str(o))
+            for o in record.get("overrides") or []
+            if not _ignored(_key(str(o)))
+            and _value_at(evaluated, _key(str(o))) != _value_at(config, _key(str(o)))
+        ]
+        metrics = read_json_object(folder / "metrics.json", "a JSON object of metrics")
+        evaluations.append(Evaluation(folder, " ".join(changed), metrics or {}))
+    return evaluations
 
 
 def distinguishing_labels(jobs: Sequence[Job]) -> list[str]:
@@ -345,7 +403,8 @@ def load_jobs(sweep_dir: Path) -> list[Job]:
     not, in job-number order, each labelled (:func:`distinguishing_labels`).
 
     Searched recursively: an override value holding a ``/`` nests a job's folder deeper.
-    ``sweep_dir`` may also be a single run's folder.
+    Folders of ``src/eval.py`` evaluations are not jobs (those inside a job folder are its
+    :attr:`Job.evaluations`). ``sweep_dir`` may also be a single run's folder.
 
     Raises:
         FileNotFoundError: ``sweep_dir`` is missing or holds no job folder.
@@ -354,8 +413,11 @@ def load_jobs(sweep_dir: Path) -> list[Job]:
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"no such folder: {sweep_dir}")
-    paths = sorted(
-        {p.parent.parent for p in sweep_dir.rglob("hydra.yaml") if p.parent.name == ".hydra"}
+    found = {p.parent.parent for p in sweep_dir.rglob("hydra.yaml") if p.parent.name == ".hydra"}
+    paths = sorted(  # evaluations (inside a job folder or not) are not jobs
+        p
+        for p in found
+        if not (p / EVALUATION_RECORD).is_file() and not any(q in p.parents for q in found)
     )
     if not paths:
         raise FileNotFoundError(f"no Hydra job folders (with .hydra/hydra.yaml) in {sweep_dir}")
@@ -410,6 +472,11 @@ def _job_values(job: Job) -> dict[str, float]:
     for subset in subsets:
         if subset not in pose:
             values[f"{subset}/nme %"] = 100 * metrics[f"test/{subset}/nme"]
+    for evaluation in job.evaluations:
+        if "test/nme" in evaluation.metrics:
+            values[_evaluation_column(primary, evaluation.label)] = (
+                100 * evaluation.metrics["test/nme"]
+            )
     if "test/nme_mean_shape" in metrics:
         values["nme_mean_shape %"] = 100 * metrics["test/nme_mean_shape"]
     if "val/nme_best" in metrics:
@@ -422,17 +489,29 @@ def _job_values(job: Job) -> dict[str, float]:
     return values
 
 
+EVALUATION_COLUMN = " with "
+"""What names a re-evaluation's column: ``nme_inter_ocular % with test_time_flip=true``."""
+
+
+def _evaluation_column(primary: str, label: str) -> str:
+    """The column of a re-evaluation's primary test NME."""
+    base = f"nme_{primary} %" if primary else "nme %"
+    return f"{base}{EVALUATION_COLUMN}{label or 'no change'}"
+
+
 def _column_rank(column: str) -> int:
-    """Column order: NMEs, FRs, AUCs, subset NMEs, mean-shape NME, val/nme_best, the last
-    fifth's validation gain, fit time."""
+    """Column order: NMEs, re-evaluations' NMEs, FRs, AUCs, subset NMEs, mean-shape NME,
+    val/nme_best, the last fifth's validation gain, fit time."""
+    if EVALUATION_COLUMN in column:
+        return 1
     if column == "nme_mean_shape %":
-        return 4
-    if column == LAST_FIFTH_COLUMN:
         return 5
-    for prefix, rank in (("fr_", 1), ("auc_", 2), ("val/", 5), ("fit ", 6)):
+    if column == LAST_FIFTH_COLUMN:
+        return 6
+    for prefix, rank in (("fr_", 2), ("auc_", 3), ("val/", 6), ("fit ", 7)):
         if column.startswith(prefix):
             return rank
-    return 3 if "/" in column else 0
+    return 4 if "/" in column else 0
 
 
 def report_table(jobs: Sequence[Job]) -> tuple[list[str], list[list]]:
@@ -441,8 +520,9 @@ def report_table(jobs: Sequence[Job]) -> tuple[list[str], list[list]]:
     Columns, each present when some job reported it (discovered from ``metrics.json``):
     ``job`` (its distinguishing overrides), ``status`` (``finished`` / ``not finished``),
     ``nme_<norm> %`` for every normalisation (primary first; ``test/nme`` is named after the
-    job's primary normalisation), ``fr_<t> %`` and ``auc_<t>`` for each threshold (of the
-    primary normalisation), ``<subset>/nme %`` for the test subsets other than pose bins,
+    job's primary normalisation), ``nme_<primary> % with <overrides>`` for each of the job's
+    re-evaluations (:attr:`Job.evaluations`), ``fr_<t> %`` and ``auc_<t>`` for each threshold
+    (of the primary normalisation), ``<subset>/nme %`` for the test subsets other than pose bins,
     ``nme_mean_shape %`` (the mean-shape baseline), ``val/nme_best %``, the validation NME's gain
     over the last fifth of the epochs (:data:`LAST_FIFTH_COLUMN`, with CSV logs) and
     ``fit time (min)``.

@@ -46,6 +46,10 @@ CONFIG_FILE = "config.yaml"
 OVERRIDES_FILE = "overrides.yaml"
 """The recorded command-line overrides of the run."""
 
+EVALUATION_RECORD = "evaluation.yaml"
+"""What a ``src/eval.py`` evaluation measured, beside its ``metrics.json``: the checkpoint, the
+split, the overrides applied to the run's recorded config and the config that resulted."""
+
 LOCK_FILE = "run.lock"
 """The lock of a run folder; it holds a line naming the process that holds it."""
 
