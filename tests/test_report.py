@@ -250,6 +250,27 @@ def test_evaluations_inside_a_job_folder_are_its_columns_not_jobs(tmp_path: Path
     assert flip in report.markdown
 
 
+def test_seed_groups_summarise_the_evaluations_every_seed_has(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    flip = ["test_time_flip=true"]
+    for num, (loss, seed, nme, flipped) in enumerate(
+        [("wing", 0, 0.050, 0.046), ("wing", 1, 0.048, 0.043), ("l1", 0, 0.052, 0.047),
+         ("l1", 1, 0.051, None)]
+    ):  # fmt: skip
+        job = write_job(sweep, num, [f"loss={loss}", f"seed={seed}"], metrics_of(nme))
+        if flipped is not None:
+            write_evaluation(job, "eval_flip", flip, {"test/nme": flipped})
+    groups = {g.label: g for g in seed_groups(load_jobs(sweep))}
+    assert groups["loss=wing"].evaluations == {"test_time_flip=true": [4.6, pytest.approx(4.3)]}
+    assert groups["loss=l1"].evaluations == {}  # seed 1 was not re-evaluated
+    markdown = build_report(sweep).markdown
+    assert "| with test_time_flip=true: mean | spread |" in markdown
+    wing_row = next(line for line in markdown.splitlines() if line.startswith("| loss=wing | 0, 1"))
+    assert wing_row.endswith("| 4.45 | 0.30 |")
+    l1_row = next(line for line in markdown.splitlines() if line.startswith("| loss=l1 | 0, 1"))
+    assert l1_row.endswith("|  |  |")
+
+
 def test_table_is_a_valid_wandb_table(tmp_path: Path) -> None:
     wandb = pytest.importorskip("wandb")
     sweep = tmp_path / "sweep"

@@ -228,12 +228,15 @@ class SeedGroup:
         seeds: ``(S,)`` the finished jobs' seeds, ascending.
         nme: ``(S,)`` their primary test NME (%), in ``seeds`` order.
         val_best: ``(S,)`` their best validation NME (%), NaN where not reported.
+        evaluations: re-evaluation label (:attr:`Evaluation.label`) → ``(S,)`` primary test NME
+            (%) of that re-evaluation, in ``seeds`` order, for the labels every seed has.
     """
 
     label: str
     seeds: list[int]
     nme: list[float]
     val_best: list[float]
+    evaluations: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def spread(self) -> float:
@@ -611,29 +614,39 @@ def seed_groups(jobs: Sequence[Job]) -> list[SeedGroup]:
     """
     if not any(_key(o) == SEED_KEY for job in jobs for o in job.label.split()):
         return []
-    groups: dict[str, list[tuple[int, float, float]]] = {}
+    groups: dict[str, list[tuple[int, Job]]] = {}
     for job in jobs:
         seed = job.config_value(SEED_KEY)
         if not job.finished or "test/nme" not in (job.metrics or {}) or seed is None:
             continue
         label = " ".join(o for o in job.label.split() if _key(o) != SEED_KEY)
-        val_best = (job.metrics or {}).get("val/nme_best", math.nan)
-        runs = groups.setdefault(label, [])
-        runs.append((int(seed), 100 * job.metrics["test/nme"], 100 * val_best))
+        groups.setdefault(label, []).append((int(seed), job))
     if not any(len(runs) >= 2 for runs in groups.values()):
         return []
     result = []
     for label, runs in groups.items():
-        runs.sort()
+        runs.sort(key=lambda run: run[0])
+        per_job = [_evaluation_nmes(job) for _, job in runs]
+        shared = [name for name in per_job[0] if all(name in nmes for nmes in per_job)]
         result.append(
             SeedGroup(
                 label=label,
-                seeds=[seed for seed, _, _ in runs],
-                nme=[nme for _, nme, _ in runs],
-                val_best=[val for _, _, val in runs],
+                seeds=[seed for seed, _ in runs],
+                nme=[100 * (job.metrics or {})["test/nme"] for _, job in runs],
+                val_best=[
+                    100 * (job.metrics or {}).get("val/nme_best", math.nan) for _, job in runs
+                ],
+                evaluations={name: [nmes[name] for nmes in per_job] for name in shared},
             )
         )
     return result
+
+
+def _evaluation_nmes(job: Job) -> dict[str, float]:
+    """Re-evaluation label → its primary test NME (%), for the job's re-evaluations."""
+    return {
+        e.label: 100 * e.metrics["test/nme"] for e in job.evaluations if "test/nme" in e.metrics
+    }
 
 
 def _seed_markdown(groups: Sequence[SeedGroup], primary: str) -> str:
@@ -646,8 +659,12 @@ def _seed_markdown(groups: Sequence[SeedGroup], primary: str) -> str:
         "spread (max - min)",
         "val/nme_best % mean",
     ]
-    rows = [
-        [
+    evaluations = list(dict.fromkeys(name for group in groups for name in group.evaluations))
+    for name in evaluations:
+        columns += [f"with {name or 'no change'}: mean", "spread"]
+    rows = []
+    for group in groups:
+        row = [
             group.label or "all",
             ", ".join(str(seed) for seed in group.seeds),
             float(np.mean(group.nme)),
@@ -656,8 +673,11 @@ def _seed_markdown(groups: Sequence[SeedGroup], primary: str) -> str:
             group.spread,
             float(np.mean(group.val_best)),
         ]
-        for group in groups
-    ]
+        for name in evaluations:
+            nmes = group.evaluations.get(name)
+            spread = max(nmes) - min(nmes) if nmes and len(nmes) > 1 else None
+            row += [float(np.mean(nmes)) if nmes else None, spread]
+        rows.append(row)
     return markdown_table(columns, rows)
 
 
@@ -875,7 +895,8 @@ def _markdown(sweep_dir: Path, jobs: Sequence[Job], columns: list[str], rows: li
             "",
             "Test NME (%) of the finished jobs that differ only in their seed: mean, smallest, "
             "largest and their spread. A difference between two groups' means that is smaller "
-            "than their spreads is within the variation between seeds.",
+            "than their spreads is within the variation between seeds. A re-evaluation "
+            '("with ...") is summarised for the groups whose every seed has it.',
             "",
             _seed_markdown(groups, _primary_name(jobs)),
         ]
