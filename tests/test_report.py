@@ -271,6 +271,34 @@ def test_seed_groups_summarise_the_evaluations_every_seed_has(tmp_path: Path) ->
     assert l1_row.endswith("|  |  |")
 
 
+def test_paired_differences_average_each_face_over_seeds(tmp_path: Path) -> None:
+    """experiments/paired_difference.py: per-face NMEs averaged over each group's seeds, then
+    group − baseline per face (percentage points), written out by hand."""
+    sweep = tmp_path / "sweep"
+    faces = {  # (loss, seed) → per-face inter-ocular NME of faces a, b, c
+        ("wing", 0): (0.02, 0.04, 0.10),
+        ("wing", 1): (0.04, 0.04, 0.08),
+        ("l1", 0): (0.03, 0.05, 0.11),
+        ("l1", 1): (0.05, 0.05, 0.09),  # every face 1 point worse than Wing's seed mean
+        ("l2", 0): (0.03, 0.02, 0.12),
+        ("l2", 1): (0.03, 0.04, 0.12),  # differences +0, -1, +3 points
+    }
+    for num, ((loss, seed), nmes) in enumerate(faces.items()):
+        per_image = [(name, nme, nme, nme) for name, nme in zip("abc", nmes, strict=True)]
+        write_job(sweep, num, [f"loss={loss}", f"seed={seed}"], metrics_of(0.05), per_image)
+    script = runpy.run_path(str(PROJECT_ROOT / "experiments" / "paired_difference.py"))
+    groups = script["group_face_nmes"](sweep)
+    assert groups["loss=wing"] == pytest.approx({0: 3.0, 1: 4.0, 2: 9.0})
+    l1, l2 = script["paired_differences"](groups, "loss=wing", resamples=2000)
+    assert (l1.label, l1.faces) == ("loss=l1", 3)
+    assert (l1.mean, l1.low, l1.high) == pytest.approx((1.0, 1.0, 1.0))  # the same on every face
+    assert l1.baseline_better == 1.0
+    assert l2.mean == pytest.approx(2 / 3) and l2.baseline_better == pytest.approx(1 / 3)
+    assert -1.0 <= l2.low < l2.mean < l2.high <= 3.0
+    with pytest.raises(ValueError, match="loss=wing"):
+        script["paired_differences"](groups, "wing")
+
+
 def test_table_is_a_valid_wandb_table(tmp_path: Path) -> None:
     wandb = pytest.importorskip("wandb")
     sweep = tmp_path / "sweep"

@@ -230,6 +230,7 @@ class SeedGroup:
         val_best: ``(S,)`` their best validation NME (%), NaN where not reported.
         evaluations: re-evaluation label (:attr:`Evaluation.label`) → ``(S,)`` primary test NME
             (%) of that re-evaluation, in ``seeds`` order, for the labels every seed has.
+        paths: ``(S,)`` the jobs' folders, in ``seeds`` order.
     """
 
     label: str
@@ -237,6 +238,7 @@ class SeedGroup:
     nme: list[float]
     val_best: list[float]
     evaluations: dict[str, list[float]] = field(default_factory=dict)
+    paths: list[Path] = field(default_factory=list)
 
     @property
     def spread(self) -> float:
@@ -637,6 +639,7 @@ def seed_groups(jobs: Sequence[Job]) -> list[SeedGroup]:
                     100 * (job.metrics or {}).get("val/nme_best", math.nan) for _, job in runs
                 ],
                 evaluations={name: [nmes[name] for nmes in per_job] for name in shared},
+                paths=[job.path for _, job in runs],
             )
         )
     return result
