@@ -232,6 +232,10 @@ def test_evaluations_inside_a_job_folder_are_its_columns_not_jobs(tmp_path: Path
     write_evaluation(wing, "eval_switches", switches, {"test/nme": 0.045, "test/nme_box": 0.03})
     write_evaluation(wing, "eval_again", [], {"test/nme": 0.05})
     write_evaluation(wing, "eval_val", ["test_time_flip=true"], {"val/nme": 0.04}, split="val")
+    # evaluate() pointed at a training job's own folder: the job stays a job, with no column
+    l1_cfg = OmegaConf.load(sweep / "1_loss=l1,seed=3" / ".hydra" / "config.yaml")
+    l1_cfg.paths.output_dir = str(sweep / "1_loss=l1,seed=3")
+    write_evaluation_record(l1_cfg, "epoch_005.ckpt", "test", ["test_time_flip=true"])
     jobs = load_jobs(sweep)
     assert [job.path for job in jobs] == [wing, sweep / "1_loss=l1,seed=3"]
     assert [e.label for e in jobs[0].evaluations] == ["", "test_time_flip=true test_time_shift=2"]

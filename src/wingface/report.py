@@ -354,6 +354,16 @@ def _load_job(path: Path) -> Job:
     )
 
 
+EVAL_JOB_NAME = "eval"
+"""Hydra's job name (the script's) of ``src/eval.py`` runs."""
+
+
+def _is_evaluation(folder: Path) -> bool:
+    """Whether the Hydra output ``folder`` is a ``src/eval.py`` run."""
+    hydra_cfg = (_read_yaml(folder / RECORD_FOLDER / "hydra.yaml") or {}).get("hydra") or {}
+    return (hydra_cfg.get("job") or {}).get("name") == EVAL_JOB_NAME
+
+
 def job_evaluations(path: Path, config: dict[str, Any]) -> list[Evaluation]:
     """The finished test-split evaluations in folders inside the job folder ``path`` (each an
     ``evaluation.yaml`` with its ``metrics.json``), in folder-name order. Each is labelled by
@@ -361,7 +371,7 @@ def job_evaluations(path: Path, config: dict[str, Any]) -> list[Evaluation]:
     the value the job already had (``data.root`` pointing where it trained) and the keys that
     never change what is measured (batch sizes, loaders, loggers) are left out."""
     evaluations = []
-    for record_path in sorted(path.rglob(EVALUATION_RECORD)):
+    for record_path in sorted(path.glob(f"*/**/{EVALUATION_RECORD}")):
         folder = record_path.parent
         record = _read_yaml(record_path) or {}
         if record.get("split") != "test" or not (folder / "metrics.json").is_file():
@@ -420,9 +430,7 @@ def load_jobs(sweep_dir: Path) -> list[Job]:
         raise FileNotFoundError(f"no such folder: {sweep_dir}")
     found = {p.parent.parent for p in sweep_dir.rglob("hydra.yaml") if p.parent.name == ".hydra"}
     paths = sorted(  # evaluations (inside a job folder or not) are not jobs
-        p
-        for p in found
-        if not (p / EVALUATION_RECORD).is_file() and not any(q in p.parents for q in found)
+        p for p in found if not _is_evaluation(p) and not any(q in p.parents for q in found)
     )
     if not paths:
         raise FileNotFoundError(f"no Hydra job folders (with .hydra/hydra.yaml) in {sweep_dir}")
