@@ -81,6 +81,8 @@ def paired_differences(
         if label == baseline:
             continue
         faces = sorted(set(nmes) & set(groups[baseline]))
+        if not faces:
+            raise ValueError(f"{label} and {baseline} share no test face (test split index)")
         diff = np.array([nmes[i] - groups[baseline][i] for i in faces])
         draws = rng.integers(0, len(diff), size=(resamples, len(diff)))
         means = diff[draws].mean(axis=1)
