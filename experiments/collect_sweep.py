@@ -19,6 +19,7 @@ import argparse
 import shutil
 from pathlib import Path
 
+from wingface.report import evaluation_folders
 from wingface.run_folder import EVALUATION_RECORD
 
 RESULT_FILES = (
@@ -42,8 +43,8 @@ def collect(sweep: Path, dest: Path) -> tuple[list[str], list[str]]:
             continue
         logs = sorted(job.glob("csv/version_*/metrics.csv"))
         evaluations = [
-            record.parent / name
-            for record in sorted(job.rglob(EVALUATION_RECORD))
+            folder / name
+            for folder in evaluation_folders(job)
             for name in (EVALUATION_RECORD, "metrics.json")
         ]
         extra = [str(p.relative_to(job)) for p in [*logs, *evaluations]]

@@ -16,13 +16,12 @@ the baseline predicts better are printed as a Markdown table.
 from __future__ import annotations
 
 import argparse
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from wingface.report import load_jobs, seed_groups
+from wingface.report import load_jobs, seed_groups, test_face_nmes
 
 
 @dataclass
@@ -45,16 +44,6 @@ class PairedDifference:
     baseline_better: float
 
 
-def per_face_nme(job_folder: Path) -> dict[int, float]:
-    """Test-split index → primary NME (%) of each face, from ``test_per_image.csv``."""
-    path = job_folder / "test_per_image.csv"
-    with path.open(newline="") as handle:
-        rows = list(csv.reader(handle))
-    if len(rows) < 2 or rows[0][:2] != ["index", "name"]:
-        raise ValueError(f"{path}: expected a header 'index,name,nme_<norm>,...' and faces")
-    return {int(row[0]): 100 * float(row[2]) for row in rows[1:]}
-
-
 def group_face_nmes(sweep: Path) -> dict[str, dict[int, float]]:
     """Seed-group label → test index → the face's primary NME (%) averaged over the seeds
     (the faces every seed of the group was tested on)."""
@@ -63,7 +52,7 @@ def group_face_nmes(sweep: Path) -> dict[str, dict[int, float]]:
         raise ValueError(f"{sweep}: no seed groups (jobs that differ only in their seed)")
     result = {}
     for group in groups:
-        tables = [per_face_nme(path) for path in group.paths]
+        tables = [{i: 100 * nme for i, _, nme in test_face_nmes(p)[1]} for p in group.paths]
         shared = set.intersection(*(set(t) for t in tables))
         result[group.label] = {i: float(np.mean([t[i] for t in tables])) for i in sorted(shared)}
     return result

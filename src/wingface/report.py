@@ -55,12 +55,14 @@ __all__ = [
     "build_report",
     "ced_curves",
     "distinguishing_labels",
+    "evaluation_folders",
     "load_jobs",
     "markdown_table",
     "nme_grids",
     "pose_bars",
     "report_table",
     "seed_groups",
+    "test_face_nmes",
     "worst_faces",
     "write_figures",
     "write_report",
@@ -124,6 +126,11 @@ class Evaluation:
     path: Path
     label: str
     metrics: dict[str, float]
+
+    @property
+    def nme(self) -> float | None:
+        """Its primary test NME in percent, ``None`` where not reported."""
+        return 100 * self.metrics["test/nme"] if "test/nme" in self.metrics else None
 
 
 @dataclass
@@ -364,6 +371,12 @@ def _is_evaluation(folder: Path) -> bool:
     return (hydra_cfg.get("job") or {}).get("name") == EVAL_JOB_NAME
 
 
+def evaluation_folders(job_folder: Path) -> list[Path]:
+    """The folders below ``job_folder`` (not the job folder itself) that hold an
+    ``evaluation.yaml``, in path order."""
+    return [p.parent for p in sorted(job_folder.glob(f"*/**/{EVALUATION_RECORD}"))]
+
+
 def job_evaluations(path: Path, config: dict[str, Any]) -> list[Evaluation]:
     """The finished test-split evaluations in folders inside the job folder ``path`` (each an
     ``evaluation.yaml`` with its ``metrics.json``), in folder-name order. Each is labelled by
@@ -371,17 +384,16 @@ def job_evaluations(path: Path, config: dict[str, Any]) -> list[Evaluation]:
     the value the job already had (``data.root`` pointing where it trained) and the keys that
     never change what is measured (batch sizes, loaders, loggers) are left out."""
     evaluations = []
-    for record_path in sorted(path.glob(f"*/**/{EVALUATION_RECORD}")):
-        folder = record_path.parent
-        record = _read_yaml(record_path) or {}
+    for folder in evaluation_folders(path):
+        record = _read_yaml(folder / EVALUATION_RECORD) or {}
         if record.get("split") != "test" or not (folder / "metrics.json").is_file():
             continue
         evaluated = record.get("config") or {}
+        overrides = [str(o) for o in record.get("overrides") or []]
         changed = [
-            _canonical(str(o))
-            for o in record.get("overrides") or []
-            if not _ignored(_key(str(o)))
-            and _value_at(evaluated, _key(str(o))) != _value_at(config, _key(str(o)))
+            _canonical(o)
+            for o, key in zip(overrides, map(_key, overrides), strict=True)
+            if not _ignored(key) and _value_at(evaluated, key) != _value_at(config, key)
         ]
         metrics = read_json_object(folder / "metrics.json", "a JSON object of metrics")
         evaluations.append(Evaluation(folder, " ".join(changed), metrics or {}))
@@ -486,10 +498,8 @@ def _job_values(job: Job) -> dict[str, float]:
         if subset not in pose:
             values[f"{subset}/nme %"] = 100 * metrics[f"test/{subset}/nme"]
     for evaluation in job.evaluations:
-        if "test/nme" in evaluation.metrics:
-            values[_evaluation_column(primary, evaluation.label)] = (
-                100 * evaluation.metrics["test/nme"]
-            )
+        if evaluation.nme is not None:
+            values[_evaluation_column(primary, evaluation.label)] = evaluation.nme
     if "test/nme_mean_shape" in metrics:
         values["nme_mean_shape %"] = 100 * metrics["test/nme_mean_shape"]
     if "val/nme_best" in metrics:
@@ -636,7 +646,9 @@ def seed_groups(jobs: Sequence[Job]) -> list[SeedGroup]:
     result = []
     for label, runs in groups.items():
         runs.sort(key=lambda run: run[0])
-        per_job = [_evaluation_nmes(job) for _, job in runs]
+        per_job = [
+            {e.label: e.nme for e in job.evaluations if e.nme is not None} for _, job in runs
+        ]
         shared = [name for name in per_job[0] if all(name in nmes for nmes in per_job)]
         result.append(
             SeedGroup(
@@ -651,13 +663,6 @@ def seed_groups(jobs: Sequence[Job]) -> list[SeedGroup]:
             )
         )
     return result
-
-
-def _evaluation_nmes(job: Job) -> dict[str, float]:
-    """Re-evaluation label → its primary test NME (%), for the job's re-evaluations."""
-    return {
-        e.label: 100 * e.metrics["test/nme"] for e in job.evaluations if "test/nme" in e.metrics
-    }
 
 
 def _seed_markdown(groups: Sequence[SeedGroup], primary: str) -> str:
@@ -757,15 +762,28 @@ def last_fifth_gain(nmes: np.ndarray) -> float:
     return float(np.min(nmes[:split]) - np.min(nmes[split:]))
 
 
+def test_face_nmes(job_folder: Path) -> tuple[str, list[tuple[int, str, float]]]:
+    """A job's per-face primary test NME, from its ``test_per_image.csv``.
+
+    Returns:
+        ``(column, faces)``: the NME column's name (``nme_inter_ocular``) and, per face,
+        ``(test split index, image name, NME as a fraction)``; ``("", [])`` without the file.
+    """
+    rows = _read_csv(job_folder / "test_per_image.csv")
+    if len(rows) < 2:
+        return "", []
+    column = next(i for i, c in enumerate(rows[0]) if c.startswith("nme_"))
+    return rows[0][column], [(int(r[0]), r[1], float(r[column])) for r in rows[1:]]
+
+
 def ced_curves(jobs: Sequence[Job]) -> dict[str, np.ndarray]:
     """Job label → ``(N,)`` per-face test NMEs (fractions, primary normalisation) of each
     finished job that wrote ``test_per_image.csv``."""
     curves = {}
     for job in jobs:
-        rows = _read_csv(job.path / "test_per_image.csv") if job.finished else []
-        if len(rows) > 1:
-            column = next(i for i, c in enumerate(rows[0]) if c.startswith("nme_"))
-            curves[job.label] = np.array([float(r[column]) for r in rows[1:]])
+        faces = test_face_nmes(job.path)[1] if job.finished else []
+        if faces:
+            curves[job.label] = np.array([nme for _, _, nme in faces])
     return curves
 
 
@@ -779,15 +797,12 @@ def worst_faces(jobs: Sequence[Job], count: int = 10) -> tuple[list[str], list[l
     rows: list[list] = []
     norm = ""
     for job in jobs:
-        table = _read_csv(job.path / "test_per_image.csv") if job.finished else []
-        if len(table) < 2:
-            continue
-        column = next(i for i, c in enumerate(table[0]) if c.startswith("nme_"))
-        norm = norm or table[0][column]
-        faces = sorted(table[1:], key=lambda r: -float(r[column]))[:count]
+        column, faces = test_face_nmes(job.path) if job.finished else ("", [])
+        norm = norm or column
+        worst = sorted(faces, key=lambda face: -face[2])[:count]
         rows += [
-            [job.label, rank, int(face[0]), face[1], 100 * float(face[column])]
-            for rank, face in enumerate(faces, start=1)
+            [job.label, rank, index, name, 100 * nme]
+            for rank, (index, name, nme) in enumerate(worst, start=1)
         ]
     return ["job", "rank", "index", "name", f"{norm or 'nme'} %"], rows
 
